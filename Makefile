@@ -1,0 +1,48 @@
+# lora_vl — every target installs what it needs into .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval test bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+world: $(STAMP)  ## the offline toy world: tiny aligned chat LM + tiny CLIP + synthetic data
+	$(BIN)/lora-vl toy
+
+adapt: world  ## VL adaptation (projector, then LoRA + projector) on the offline default
+	$(BIN)/lora-vl adapt recipes/toy/adapt.yaml
+
+adapt-mixed: adapt  ## the study's simultaneous setting: safety data mixed into stage 2
+	$(BIN)/lora-vl adapt recipes/toy/adapt_mixed.yaml
+
+safety: adapt  ## post-hoc safety SFT adapter on top of the VL adapter
+	$(BIN)/lora-vl safety recipes/toy/safety_sft.yaml
+
+safety-dpo: adapt  ## safety DPO adapter on top of the VL adapter
+	$(BIN)/lora-vl safety recipes/toy/safety_dpo.yaml
+
+merge: safety  ## merge the VL and safety adapters in LoRA space
+	$(BIN)/lora-vl merge recipes/merge/toy.yaml
+
+eval: adapt  ## the offline evaluation suite on the VL-adapted toy model
+	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/toy/base --adapter outputs/toy/adapt/adapter
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_train.py
+
+clean:
+	rm -rf outputs

@@ -1,0 +1,42 @@
+"""`lora-vl <stage> ...`: pick the stage and hand it the rest of the command line.
+
+Each stage module owns its own argparse (and so its own `--help`); this file only dispatches,
+importing a stage lazily so that `lora-vl --help` is instant.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+STAGES = {
+    "toy": ("lora_vl.toy.cli", "build the offline toy world: tiny models + synthetic data"),
+    "compose": ("lora_vl.models.compose_cli", "compose a Llava checkpoint from an LLM + vision encoder"),
+    "adapt": ("lora_vl.train.adapt", "VL adaptation: projector pretraining, then the LoRA stage"),
+    "safety": ("lora_vl.train.safety", "safety adapter on top of a VL adapter: SFT or DPO"),
+    "merge": ("lora_vl.merge.cli", "adapter arithmetic: sums, compression, TIES/DARE, sweeps"),
+    "eval": ("lora_vl.evaluation.cli", "evaluate a model (+ adapters) on a suite"),
+    "report": ("lora_vl.evaluation.report", "set evaluation results side by side, with plots"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: lora-vl <stage> [args ...]   (lora-vl <stage> --help for details)", "", "stages:"]
+    lines += [f"  {name:<8} {desc}" for name, (_, desc) in STAGES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        print(f"lora-vl: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Recipe schema of the data section, shared by every training stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lora_vl.recipe import RecipeError, field
+
+
+@dataclass
+class DataSource:
+    format: Literal["llava_json", "hf_messages", "vlguard", "spa_vl", "pku_saferlhf"] = field(
+        help="reader: LLaVA JSON list, HF dataset with messages+images, VLGuard JSON, or preference pairs (SPA-VL, PKU-SafeRLHF; DPO only)")
+    path: str = field(help="JSON file, local dataset dir/file, or hub dataset id")
+    image_folder: str | None = field(None, help="folder that LLaVA JSON image paths are relative to (default: the JSON's folder)")
+    split: str = field("train", help="split of an HF dataset")
+    revision: str | None = field(None, help="hub revision (commit/tag) to pin")
+    weight: float = field(1.0, help="fraction of this source to use; >1 repeats it (seeded subset)")
+    num_samples: int | None = field(None, help="exact number of samples to take instead of weight")
+
+
+@dataclass
+class DataConfig:
+    sources: list[DataSource] = field(help="the mixture: one entry per source")
+    max_length: int = field(2048, help="max tokens per sample, image tokens included")
+    overlong: Literal["drop", "truncate"] = field("drop", help="over-long samples: drop (counted) or truncate after the image tokens")
+    bad_records: Literal["error", "skip"] = field("error", help="a bad record (missing image, no assistant turn, ...): stop with an error, or skip it and count it")
+    seed: int = field(0, help="seed for subsets and batch order")
+
+    def validate(self, where: str) -> None:
+        if not self.sources:
+            raise RecipeError(f"{where}.sources: at least one data source is required")
+        for i, s in enumerate(self.sources):
+            if s.weight <= 0:
+                raise RecipeError(f"{where}.sources[{i}].weight: must be > 0, got {s.weight}")

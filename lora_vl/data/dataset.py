@@ -1,0 +1,112 @@
+"""A training set: the recipe's mixture, validated and measured once, encoded per batch.
+
+The first pass reads every source, draws the seeded subsets, checks each record (images
+present and decodable, placeholders matching, an assistant turn) and measures its token
+length; bad and over-long records stop the run or are skipped and counted, per the recipe.
+Tokens are re-encoded per batch rather than kept, so a 665K-sample mixture costs only its
+lengths in memory.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lora_vl.data.config import DataConfig, DataSource
+from lora_vl.data.encode import BadRecord, Encoded, Overlong, encode_chat
+from lora_vl.data.readers import IMAGE_FOLDER_FORMATS, READERS
+from lora_vl.data.sample import Sample, open_image
+
+
+@dataclass
+class DataReport:
+    used: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    dropped_overlong: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"used": dict(self.used), "skipped_bad": dict(self.skipped),
+                "dropped_overlong": self.dropped_overlong, "skip_examples": self.examples[:20]}
+
+
+def draw_subset(samples: list[Sample], src: DataSource, rng: random.Random) -> list[Sample]:
+    n = src.num_samples if src.num_samples is not None else round(src.weight * len(samples))
+    whole, rest = divmod(n, len(samples)) if samples else (0, 0)
+    out = samples * whole + rng.sample(samples, rest)
+    return out
+
+
+def read_sources(cfg: DataConfig) -> list[Sample]:
+    rng = random.Random(cfg.seed)
+    out = []
+    for src in cfg.sources:
+        if src.format not in READERS:
+            raise BadRecord(f"data source {src.path}: format {src.format!r} holds preference pairs; "
+                            "it is read by DPO recipes only")
+        reader = READERS[src.format]
+        if src.format in IMAGE_FOLDER_FORMATS:
+            samples = reader(src.path, src.image_folder)
+        else:
+            samples = reader(src.path, src.split, src.revision)
+        out += draw_subset(samples, src, rng)
+    return out
+
+
+def verify_images(sample: Sample) -> None:
+    for img in sample.images:
+        if isinstance(img, Image.Image):
+            continue
+        open_image(img, sample.where).close()
+
+
+class TrainSet:
+    def __init__(self, cfg: DataConfig, processor):
+        self.cfg, self.processor = cfg, processor
+        self.report = DataReport()
+        self.samples: list[Sample] = []
+        self.lengths: list[int] = []
+        for s in tqdm(read_sources(cfg), desc="checking data", unit="rec", leave=False):
+            self._admit(s)
+        if not self.samples:
+            raise BadRecord(f"no usable samples in the data mixture ({self.report.as_dict()})")
+
+    def _admit(self, s: Sample) -> None:
+        try:
+            verify_images(s)
+            enc = self.encode(s, with_pixels=False)
+        except Overlong:
+            self.report.dropped_overlong += 1
+            return
+        except BadRecord as e:
+            if self.cfg.bad_records == "error":
+                raise
+            self.report.skipped[s.source] += 1
+            self.report.examples.append(str(e))
+            return
+        self.samples.append(s)
+        self.lengths.append(len(enc.input_ids))
+        self.report.used[s.source] += 1
+
+    def encode(self, s: Sample, with_pixels: bool = True) -> Encoded:
+        images = [open_image(i, s.where) for i in s.images] if with_pixels else [None] * len(s.images)
+        return encode_chat(self.processor, s.messages, images, max_length=self.cfg.max_length,
+                           truncate=self.cfg.overlong == "truncate", where=s.where,
+                           with_pixels=with_pixels)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Encoded | None:
+        """None marks a record that failed at load time under `bad_records: skip`."""
+        try:
+            return self.encode(self.samples[i])
+        except BadRecord as e:
+            if self.cfg.bad_records == "error":
+                raise
+            self.report.skipped[self.samples[i].source] += 1
+            self.report.examples.append(str(e))
+            return None

@@ -1,0 +1,132 @@
+"""Conversation → token ids + labels (loss on assistant tokens only) + pixel values.
+
+The one place prompts are built, for training and for generation alike. The chat template
+renders the whole conversation once; assistant spans are found as character ranges by
+rendering growing prefixes (templates are prefix-stable), and tokens are labelled by their
+character offsets. Image placeholders are expanded to the encoder's token count here (not in
+`LlavaProcessor`) so that labels stay aligned with the expanded ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IMAGE_PLACEHOLDER = "<image>"
+IGNORE = -100
+
+
+class BadRecord(ValueError):
+    """A data record that cannot be used; the message names the record and what is wrong."""
+
+
+class Overlong(BadRecord):
+    """A record longer than max_length that cannot be truncated without harm."""
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: torch.Tensor | None
+    n_images: int
+
+
+def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False,
+                                         add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, messages, text: str, where: str) -> list[tuple[int, int]]:
+    """Character ranges in `text` of each assistant turn (content + end-of-turn markers)."""
+    spans = []
+    for i, msg in enumerate(messages):
+        if msg["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        upto = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if not (upto.startswith(before) and text.startswith(upto)):
+            raise BadRecord(f"{where}: the chat template is not prefix-stable at turn {i}; "
+                            "cannot locate the assistant tokens")
+        spans.append((len(before), len(upto)))
+    return spans
+
+
+def image_token_count(processor, pixel_values: torch.Tensor) -> int:
+    """Same arithmetic as LlavaProcessor: patches (+CLS) minus CLS under 'default'."""
+    h, w = pixel_values.shape[-2:]
+    n = (h // processor.patch_size) * (w // processor.patch_size) + processor.num_additional_image_tokens
+    return n - 1 if processor.vision_feature_select_strategy == "default" else n
+
+
+def check_record(messages, n_images: int, where: str, need_assistant: bool) -> None:
+    if not messages:
+        raise BadRecord(f"{where}: empty conversation")
+    for i, m in enumerate(messages):
+        if m.get("role") not in ("system", "user", "assistant"):
+            raise BadRecord(f"{where}: turn {i} has role {m.get('role')!r}, expected system/user/assistant")
+        if not isinstance(m.get("content"), str):
+            raise BadRecord(f"{where}: turn {i} content must be text")
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise BadRecord(f"{where}: turn {i} is an empty assistant response")
+    placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
+    if placeholders != n_images:
+        raise BadRecord(f"{where}: {placeholders} '{IMAGE_PLACEHOLDER}' placeholder(s) but {n_images} image(s)")
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+        raise BadRecord(f"{where}: no assistant turn to learn from")
+
+
+def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool = False,
+                max_length: int | None = None, truncate: bool = False, where: str = "record",
+                with_pixels: bool = True) -> Encoded:
+    """Encode one conversation. `add_generation_prompt` builds a prompt for generation.
+
+    Over `max_length` the record raises `Overlong` unless `truncate` is set and the cut lands
+    after the last image token and keeps at least one labelled token.
+    """
+    tokenizer = processor.tokenizer
+    images = list(images)
+    check_record(messages, len(images), where, need_assistant=not add_generation_prompt)
+    text = _render(tokenizer, messages, add_generation_prompt)
+    spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+    pixel_values = None
+    if images and with_pixels:
+        pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
+    n_img_tokens = image_token_count(processor, _pixel_shape(processor, pixel_values)) if images else 0
+    ids, labels = [], []
+    for tok, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
+        if tok == image_id:
+            ids += [image_id] * n_img_tokens
+            labels += [IGNORE] * n_img_tokens
+            continue
+        learn = any(s <= start < e for s, e in spans)
+        ids.append(tok)
+        labels.append(tok if learn else IGNORE)
+    if max_length is not None and len(ids) > max_length:
+        ids, labels = _truncate(ids, labels, image_id, max_length, truncate, where)
+    return Encoded(ids, labels, pixel_values, len(images))
+
+
+def _pixel_shape(processor, pixel_values):
+    if pixel_values is not None:
+        return pixel_values
+    # no pixels needed (length pass or text-only): the processor's fixed output size
+    ip = processor.image_processor
+    size = getattr(ip, "crop_size", None) or ip.size
+    h = size.get("height") or size.get("shortest_edge")
+    w = size.get("width") or size.get("shortest_edge")
+    return torch.empty(0, 3, h, w)
+
+
+def _truncate(ids, labels, image_id, max_length, truncate, where):
+    if not truncate:
+        raise Overlong(f"{where}: {len(ids)} tokens > max_length {max_length}")
+    last_image = max((i for i, t in enumerate(ids) if t == image_id), default=-1)
+    if last_image >= max_length:
+        raise Overlong(f"{where}: cutting at {max_length} tokens would split image tokens")
+    ids, labels = ids[:max_length], labels[:max_length]
+    if all(l == IGNORE for l in labels):
+        raise Overlong(f"{where}: no assistant token left after truncation to {max_length}")
+    return ids, labels

@@ -1,0 +1,145 @@
+"""The evaluated model: base LLM or Llava (+ any stack of PEFT adapters), its fingerprint, and
+item -> prompt encoding through the project's one prompt builder (`lora_vl.data.encode`).
+
+Adapters stay unmerged PEFT layers in memory (PEFT sums stacked deltas), so no merged model is
+ever written to disk; merged adapters from `lora-vl merge` are ordinary adapter dirs.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj
+from lora_vl.evaluation.items import EvalItem, load_image
+
+
+class AdapterMismatch(ValueError):
+    """An adapter was trained on a different base than the model it is attached to."""
+
+
+@dataclass
+class EvalModel:
+    model: object
+    tokenizer: object
+    processor: object  # LlavaProcessor, or a text-only stand-in for a base LLM
+    is_vlm: bool
+    fingerprint: str
+
+
+def model_type(base: str, revision: str | None) -> str:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(base, revision=revision).model_type
+
+
+def load_causal_lm(name: str, *, revision: str | None = None, quantization: str = "none", device=None):
+    """(AutoModelForCausalLM, tokenizer with left padding) — base LLMs and text judges."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lora_vl.models.load import attn_implementation, bnb_config, compute_dtype, default_device
+
+    # same loading policy as lora_vl.models.load.load_vlm (which only takes Llava checkpoints)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = compute_dtype(device)
+    quant = ({"quantization_config": bnb_config(dtype), "device_map": {"": device}}
+             if quantization == "4bit" else {})
+    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype, use_safetensors=True,
+                                                 attn_implementation=attn_implementation(device), **quant)
+    if not quant:
+        model.to(device)
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(name, revision=revision)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def text_processor(tokenizer):
+    """`encode_chat` takes a processor; a text-only LM never has images, so the image fields are
+    inert placeholders (encode_chat reads them even without images)."""
+    return SimpleNamespace(tokenizer=tokenizer, patch_size=1, num_additional_image_tokens=0,
+                           vision_feature_select_strategy="full",
+                           image_processor=SimpleNamespace(size={"height": 1, "width": 1}, crop_size=None))
+
+
+def recorded_base(adapter_dir: str | Path) -> str | None:
+    """The base an adapter says it was trained on: manifest 'base', else adapter_config."""
+    adapter_dir = Path(adapter_dir)
+    manifest = adapter_dir / MANIFEST
+    if manifest.is_file():
+        base = json.loads(manifest.read_text()).get("base")
+        if base:
+            return str(base)
+    cfg = adapter_dir / "adapter_config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{adapter_dir}: not a PEFT adapter dir (no adapter_config.json)")
+    return json.loads(cfg.read_text()).get("base_model_name_or_path")
+
+
+def _same_model(a: str, b: str) -> bool:
+    if Path(a).exists() and Path(b).exists():
+        return Path(a).resolve() == Path(b).resolve()
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def check_adapter_base(base: str, adapter_dir: str | Path) -> None:
+    recorded = recorded_base(adapter_dir)
+    if recorded and not _same_model(recorded, str(base)):
+        raise AdapterMismatch(
+            f"adapter {adapter_dir} was trained on base {recorded!r}, but the model is {base!r}; "
+            f"pass the matching --model (or generation.check_adapter_base=false to force it)")
+
+
+def _dir_fingerprint(path: str | Path, names: tuple[str, ...]) -> dict:
+    p = Path(path)
+    if not p.is_dir():
+        return {"id": str(path)}
+    files = [p / n for n in names if (p / n).is_file()]
+    return {"id": str(path), "files": fingerprint_files(files) if files else None}
+
+
+def model_fingerprint(base: str, adapters: list[str], revision: str | None, quantization: str,
+                      extra: dict | None = None) -> str:
+    """Base id/path + its manifest/config, each adapter's config+weights (in order), settings."""
+    parts = {"base": _dir_fingerprint(base, (MANIFEST, "config.json")), "revision": revision,
+             "adapters": [_dir_fingerprint(a, ("adapter_config.json", "adapter_model.safetensors"))
+                          for a in adapters],
+             "quantization": quantization, **(extra or {})}
+    return fingerprint_obj(parts)[:20]
+
+
+def load_eval_model(base: str, adapters: list[str], gen, *, device=None) -> EvalModel:
+    """Load `base` (Llava or plain causal LM) with `adapters` stacked, for generation."""
+    from lora_vl.models.load import attach_adapters, load_vlm
+
+    if gen.check_adapter_base:
+        for a in adapters:
+            check_adapter_base(base, a)
+    is_vlm = model_type(base, gen.revision) == "llava"
+    if is_vlm:
+        model, processor = load_vlm(base, quantization=gen.quantization, revision=gen.revision, device=device)
+        tokenizer = processor.tokenizer
+    else:
+        model, tokenizer = load_causal_lm(base, revision=gen.revision, quantization=gen.quantization,
+                                          device=device)
+        processor = text_processor(tokenizer)
+    tokenizer.padding_side = "left"
+    model = attach_adapters(model, list(adapters))
+    model.eval()
+    fp = model_fingerprint(base, adapters, gen.revision, gen.quantization)
+    return EvalModel(model, tokenizer, processor, is_vlm, fp)
+
+
+def encode_item(em: EvalModel, item: EvalItem) -> dict:
+    """One user turn: '<image>\\n' + prompt for image items (the LLaVA-1.5 layout), else the prompt."""
+    from lora_vl.data.encode import IMAGE_PLACEHOLDER, encode_chat
+
+    images = [load_image(item)] if item.has_image else []
+    content = f"{IMAGE_PLACEHOLDER}\n{item.prompt}" if images else item.prompt
+    enc = encode_chat(em.processor, [{"role": "user", "content": content}], images,
+                      add_generation_prompt=True, where=f"{item.benchmark} item {item.id}")
+    return {"input_ids": enc.input_ids, "pixel_values": enc.pixel_values}

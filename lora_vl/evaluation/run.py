@@ -1,0 +1,131 @@
+"""`lora-vl eval`: read benchmarks -> answers (cache first) -> judges -> metrics -> results files."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from lora_vl.artifacts import atomic_write_json, atomic_write_text
+from lora_vl.evaluation.cache import GenerationCache
+from lora_vl.evaluation.judges import build_judge
+from lora_vl.evaluation.model_io import check_adapter_base, model_fingerprint, model_type
+from lora_vl.evaluation.readers import read_benchmark, study_category
+from lora_vl.evaluation.respond import cached_answers, generate_missing, missing
+from lora_vl.evaluation.results import benchmark_result, render_markdown, summarize
+from lora_vl.evaluation.suite import JudgeSpec, Suite, judge_specs
+
+
+@dataclasses.dataclass
+class Bench:
+    spec: object
+    category: str
+    items: list
+    max_new: int
+    answers: dict = dataclasses.field(default_factory=dict)
+    errors: list = dataclasses.field(default_factory=list)
+    status: str = "ok"
+
+
+def read_all(suite: Suite, is_vlm: bool) -> list[Bench]:
+    benches = []
+    for spec in suite.benchmarks:
+        items = read_benchmark(spec, suite.seed)
+        b = Bench(spec, study_category(spec), items, spec.max_new_tokens or suite.generation.max_new_tokens)
+        if not is_vlm and any(it.has_image for it in items):
+            b.status = "skipped: image benchmark, but the model is a text-only LLM"
+            print(f"note: {spec.name}: {b.status}", file=sys.stderr)
+            b.items = []
+        benches.append(b)
+    return benches
+
+
+def load_model(suite: Suite, base: str, adapters: list[str], device):
+    if suite.generation.backend == "vllm":
+        from lora_vl.evaluation.vllm_backend import load_engine
+        return load_engine(base, adapters, suite.generation)
+    from lora_vl.evaluation.model_io import load_eval_model
+    return load_eval_model(base, adapters, suite.generation, device=device)
+
+
+def answer_all(suite, benches, base, adapters, fp, cache, device, on_batch) -> None:
+    em = None
+    for b in benches:
+        todo = missing(cache, fp, b.items, b.max_new)
+        if todo:
+            if em is None:
+                em = load_model(suite, base, adapters, device)
+                if em.fingerprint != fp:
+                    raise RuntimeError(f"fingerprint changed while loading {base}: {fp} -> {em.fingerprint}")
+            print(f"{b.spec.name}: generating {len(todo)} of {len(b.items)} answers", file=sys.stderr)
+            b.errors = generate_missing(em, cache, todo, batch_size=suite.generation.batch_size,
+                                        max_new_tokens=b.max_new, on_batch=on_batch,
+                                        backend=suite.generation.backend)
+        b.answers = cached_answers(cache, fp, b.items, b.max_new)
+        b.items = [it for it in b.items if it.id in b.answers]
+
+
+def judge_all(suite: Suite, benches: list[Bench]) -> dict[tuple[str, str], list]:
+    """{(judge name, benchmark name): verdicts}; each judge model is loaded once, then freed."""
+    work: dict[str, tuple[JudgeSpec, list[Bench]]] = {}
+    for b in benches:
+        for js in judge_specs(suite, b.spec, b.category):
+            work.setdefault(js.name, (js, []))[1].append(b)
+    out = {}
+    for name, (js, bs) in work.items():
+        judge = build_judge(js)
+        items = [it for b in bs for it in b.items]
+        answers = [b.answers[it.id] for b in bs for it in b.items]
+        verdicts = judge.judge(items, answers) if items else []
+        judge.close()
+        pos = 0
+        for b in bs:
+            out[(name, b.spec.name)] = verdicts[pos:pos + len(b.items)]
+            pos += len(b.items)
+    return out
+
+
+def check_inputs(suite: Suite, base: str, adapters: list[str]) -> bool:
+    """Fail early on bad inputs (adapter/base mismatch, unreadable config); return is_vlm."""
+    if suite.generation.check_adapter_base:
+        for a in adapters:
+            check_adapter_base(base, a)
+    return model_type(base, suite.generation.revision) == "llava"
+
+
+def run_suite(suite: Suite, base: str, adapters: list[str], out_dir: str | Path, *, device=None,
+              suite_path: str | None = None, on_batch: Callable[[list[str]], None] | None = None) -> dict:
+    out_dir = Path(out_dir)
+    if suite.toy_data:
+        from lora_vl.evaluation.toy_data import ensure_toy_data
+        ensure_toy_data(suite.toy_data)
+    is_vlm = check_inputs(suite, base, adapters)
+    fp = model_fingerprint(base, adapters, suite.generation.revision, suite.generation.quantization)
+    cache = GenerationCache(suite.cache or out_dir / "generations.jsonl")
+    benches = read_all(suite, is_vlm)
+    answer_all(suite, benches, base, adapters, fp, cache, device, on_batch)
+    verdicts = judge_all(suite, benches)
+    results = {
+        "suite": suite.name, "suite_file": suite_path, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seed": suite.seed, "model": {"base": base, "adapters": list(adapters), "fingerprint": fp,
+                                      "quantization": suite.generation.quantization, "is_vlm": is_vlm},
+        "generation": dataclasses.asdict(suite.generation), "cache": str(cache.path),
+        "benchmarks": [benchmark_result(b, suite, verdicts) for b in benches],
+    }
+    results["summary"] = summarize(results["benchmarks"])
+    write_outputs(out_dir, results, benches, verdicts)
+    return results
+
+
+def write_outputs(out_dir: Path, results: dict, benches: list[Bench], verdicts: dict) -> None:
+    atomic_write_json(out_dir / "results.json", results)
+    atomic_write_text(out_dir / "results.md", render_markdown(results))
+    lines = []
+    for (judge, bench), vs in verdicts.items():
+        b = next(x for x in benches if x.spec.name == bench)
+        for it, v in zip(b.items, vs):
+            lines.append(json.dumps({"judge": judge, "benchmark": bench, "id": it.id, "unsafe": v.unsafe,
+                                     "refused": v.refused, "parsed": v.parsed, "raw": v.raw[:2000]}))
+    atomic_write_text(out_dir / "judgments.jsonl", "\n".join(lines) + ("\n" if lines else ""))

@@ -1,0 +1,232 @@
+"""Read and write standard PEFT LoRA adapter directories without loading a base model.
+
+PEFT 0.21 stores `base_model.model.<module>.lora_A.weight` (r x in) and `...lora_B.weight`
+(out x r); modules_to_save copies are stored as `base_model.model.<module>.<param>` (no
+`modules_to_save.default` infix). PEFT has no base-free reader, so this file is hand-written;
+pattern lookup for rank_pattern/alpha_pattern reuses PEFT's own `get_pattern_key`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft.utils.other import get_pattern_key
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+CONFIG = "adapter_config.json"
+WEIGHTS = "adapter_model.safetensors"
+PREFIX = "base_model.model."
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.weight$")
+# Config features whose weights are not a plain B@A delta; merging them would be wrong silently.
+_UNSUPPORTED = {"use_dora": True, "lora_bias": True, "fan_in_fan_out": True}
+
+
+_ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+class MergeError(ValueError):
+    """Bad merge input; the message names the file, module or key and what was expected."""
+
+
+@dataclass
+class LoraFactors:
+    """One module's delta: ΔW = scale · B @ A  (B: out x r, A: r x in)."""
+    A: torch.Tensor
+    B: torch.Tensor
+    scale: float = 1.0
+
+    @property
+    def rank(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.B.shape[0], self.A.shape[1])
+
+    def delta(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """The dense d_out x d_in delta (float64 by default: for tests and references)."""
+        return self.scale * (self.B.to(dtype) @ self.A.to(dtype))
+
+
+@dataclass
+class Adapter:
+    """An adapter in memory: config, factors per module, modules_to_save tensors per key."""
+    config: dict
+    modules: dict[str, LoraFactors]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _check_finite(t: torch.Tensor, where: str) -> torch.Tensor:
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise MergeError(f"{where}: tensor holds NaN or Inf values; expected finite weights")
+    return t
+
+
+class AdapterFile:
+    """A lazily read adapter dir: the config and the key index are read at once, tensors on demand.
+
+    Lazy so that merging 7B-sized adapters holds only one module of each input at a time.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self._read_config()
+        self._check_config()
+        self.weights_path = self.path / WEIGHTS
+        if not self.weights_path.is_file():
+            bin_hint = " (only adapter_model.bin found; weights are read only from safetensors)" \
+                if (self.path / "adapter_model.bin").exists() else ""
+            raise MergeError(f"{self.weights_path}: adapter weights file is missing{bin_hint}")
+        try:
+            self._file = safe_open(str(self.weights_path), framework="pt")
+            keys = list(self._file.keys())
+        except (SafetensorError, OSError, ValueError) as e:
+            raise MergeError(f"{self.weights_path}: not a readable safetensors file: {e}") from e
+        self._index(keys)
+
+    def _read_config(self) -> dict:
+        cfg_path = self.path / CONFIG
+        if not cfg_path.is_file():
+            raise MergeError(f"{cfg_path}: missing; expected a PEFT adapter directory at {self.path}")
+        try:
+            cfg = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as e:
+            raise MergeError(f"{cfg_path}: not valid JSON: {e}") from e
+        if not isinstance(cfg, dict) or cfg.get("peft_type", "LORA") != "LORA":
+            raise MergeError(f"{cfg_path}: expected a LoRA adapter config (peft_type LORA)")
+        return cfg
+
+    def _check_config(self) -> None:
+        for key, bad in _UNSUPPORTED.items():
+            if self.config.get(key) == bad:
+                raise MergeError(f"{self.path / CONFIG}: {key}={bad} is not supported by LoRA-space "
+                                 "merging (expected a plain B@A adapter)")
+
+    def _index(self, keys: list[str]) -> None:
+        parts: dict[str, dict[str, str]] = {}
+        self.extra_keys: dict[str, str] = {}  # name without prefix -> stored key
+        for key in keys:
+            name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+            m = _LORA_KEY.match(name)
+            if m:
+                parts.setdefault(m["module"], {})[m["ab"]] = key
+            elif ".lora_" in name:
+                raise MergeError(f"{self.weights_path}: key {key!r} is a LoRA tensor kind this merger "
+                                 "does not support (expected only lora_A.weight / lora_B.weight)")
+            else:
+                self.extra_keys[name] = key
+        for module, ab in parts.items():
+            if set(ab) != {"A", "B"}:
+                raise MergeError(f"{self.weights_path}: module {module!r} has lora_{''.join(ab)} "
+                                 "but not both lora_A and lora_B")
+        self._parts = parts
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted(self._parts)
+
+    @property
+    def base_model(self) -> str | None:
+        return self.config.get("base_model_name_or_path")
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        try:
+            t = self._file.get_tensor(key)
+        except (SafetensorError, OSError) as e:
+            raise MergeError(f"{self.weights_path}: cannot read {key!r}: {e}") from e
+        return _check_finite(t, f"{self.weights_path}: {key!r}")
+
+    def module_scale(self, module: str, rank: int) -> float:
+        """PEFT's scaling for this module: alpha/r, or alpha/sqrt(r) with rsLoRA."""
+        cfg = self.config
+        r_key = get_pattern_key((cfg.get("rank_pattern") or {}).keys(), module)
+        r = (cfg.get("rank_pattern") or {}).get(r_key, cfg.get("r", 8))
+        if r != rank:
+            raise MergeError(f"{self.path}: module {module!r} has rank {rank} in {WEIGHTS} but "
+                             f"{CONFIG} says r={r}")
+        a_key = get_pattern_key((cfg.get("alpha_pattern") or {}).keys(), module)
+        alpha = (cfg.get("alpha_pattern") or {}).get(a_key, cfg.get("lora_alpha", 8))
+        return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+
+    def factors(self, module: str) -> LoraFactors:
+        if module not in self._parts:
+            raise MergeError(f"{self.path}: no LoRA module {module!r}")
+        A = self._tensor(self._parts[module]["A"])
+        B = self._tensor(self._parts[module]["B"])
+        if A.dim() != 2 or B.dim() != 2 or B.shape[1] != A.shape[0]:
+            raise MergeError(f"{self.weights_path}: module {module!r} has lora_A {tuple(A.shape)} and "
+                             f"lora_B {tuple(B.shape)}; expected (r, in) and (out, r)")
+        return LoraFactors(A, B, self.module_scale(module, A.shape[0]))
+
+    def module_shape(self, module: str) -> tuple[int, int]:
+        """(out, in) from the file header only, without reading the tensors."""
+        a = self._file.get_slice(self._parts[module]["A"]).get_shape()
+        b = self._file.get_slice(self._parts[module]["B"]).get_shape()
+        return (b[0], a[-1])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The stored dtype of the LoRA factors (from the header)."""
+        if not self._parts:
+            return torch.float32
+        key = next(iter(self._parts.values()))["A"]
+        return _ST_DTYPES.get(self._file.get_slice(key).get_dtype(), torch.float32)
+
+    def extra(self, name: str) -> torch.Tensor:
+        return self._tensor(self.extra_keys[name])
+
+    def load(self) -> Adapter:
+        return Adapter(dict(self.config), {m: self.factors(m) for m in self.modules},
+                       {n: self.extra(n) for n in self.extra_keys}, self.path)
+
+
+def read_adapter(path: str | Path) -> Adapter:
+    """Read a whole adapter dir into memory (checked: shapes, ranks, finite values)."""
+    return AdapterFile(path).load()
+
+
+def _rank_config(ranks: dict[str, int]) -> dict:
+    """r / lora_alpha / patterns so that every module has its own rank and scaling exactly 1."""
+    if not ranks:
+        return {"r": 1, "lora_alpha": 1, "rank_pattern": {}, "alpha_pattern": {}}
+    common = Counter(ranks.values()).most_common(1)[0][0]
+    # Escaped full module names: PEFT matches pattern keys as `(.*\.)?(key)$`, so this is exact.
+    pattern = {re.escape(m): r for m, r in sorted(ranks.items()) if r != common}
+    return {"r": common, "lora_alpha": common, "rank_pattern": pattern, "alpha_pattern": dict(pattern),
+            "use_rslora": False}
+
+
+def adapter_config(template: dict, modules: dict[str, LoraFactors], modules_to_save: list[str] | None,
+                   base_model: str | None) -> dict:
+    """A PEFT LoraConfig dict for `modules`, keeping the template's other (compatible) keys."""
+    cfg = {k: v for k, v in template.items() if k not in ("target_modules", "exclude_modules")}
+    cfg.update(_rank_config({m: f.rank for m, f in modules.items()}))
+    cfg.update({"peft_type": "LORA", "target_modules": sorted(modules), "modules_to_save": modules_to_save,
+                "base_model_name_or_path": base_model, "inference_mode": True, "lora_dropout": 0.0,
+                "layers_to_transform": None, "layers_pattern": None, "use_dora": False})
+    return cfg
+
+
+def write_adapter(directory: str | Path, config: dict, modules: dict[str, LoraFactors],
+                  extra: dict[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """Write factors (with scaling folded into B, so scale 1 = alpha/r) into `directory`.
+
+    `directory` is expected to be fresh (an `atomic_dir` temp dir); nothing is renamed here.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for m, f in modules.items():
+        tensors[f"{PREFIX}{m}.lora_A.weight"] = f.A.to(dtype).contiguous()
+        tensors[f"{PREFIX}{m}.lora_B.weight"] = (f.B.double() * f.scale).to(dtype).contiguous()
+    for name, t in (extra or {}).items():
+        tensors[f"{PREFIX}{name}"] = t.to(dtype).contiguous()
+    save_file(tensors, str(directory / WEIGHTS), metadata={"format": "pt"})
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,89 @@
+"""The `lora-vl merge` recipe schema (YAML; every key overridable as key=value)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from lora_vl.recipe import RecipeError, field
+from lora_vl.merge.schedule import parse_layers
+
+METHODS = ("sum", "ties", "dare", "dare_ties", "magnitude")
+DENSE_METHODS = METHODS[1:]
+
+
+@dataclass
+class MergeInput:
+    path: str = field(help="adapter directory (adapter_config.json + adapter_model.safetensors)")
+    weight: float = field(1.0, help="coefficient λ of this adapter's delta; negative subtracts it")
+    name: str | None = field(None, help="name used in manifests and modules_to_save (default: folder name)")
+    layers: str | None = field(None, help="only these decoder layers, e.g. '8-16' or '0-3,20'; 0 elsewhere")
+    ramp: list[float] | None = field(None, help="[start, end]: λ times a factor linear in depth, from "
+                                     "start at the first (selected) layer to end at the last")
+    module_weights: dict[str, float] = field(default_factory=dict, help="regex -> factor on λ for matching "
+                                             "module names, e.g. {'mlp': 0.5}; all matches multiply")
+
+    def validate(self, where: str) -> None:
+        if self.layers is not None:
+            try:
+                parse_layers(self.layers, f"{where}.layers")
+            except ValueError as e:
+                raise RecipeError(str(e)) from e
+        if self.ramp is not None and len(self.ramp) != 2:
+            raise RecipeError(f"{where}.ramp: expected [start, end], got {self.ramp!r}")
+
+    @property
+    def layer_list(self) -> list[int] | None:
+        return parse_layers(self.layers, "layers") if self.layers is not None else None
+
+
+@dataclass
+class MergeRecipe:
+    inputs: list[MergeInput] = field(help="the adapters to merge (same base model)")
+    output: str = field(help="output adapter directory (for a sweep: the folder of all points + sweep.json)")
+    weights: list[float] | None = field(None, help="optional: one λ per input, replacing inputs[].weight")
+    method: Literal["sum", "ties", "dare", "dare_ties", "magnitude"] = field(
+        "sum", help="sum: exact Σ λ_i ΔW_i (rank Σ r_i unless `rank`); ties / dare / dare_ties / "
+        "magnitude: dense per-module merge factored back to `rank`")
+    rank: int | None = field(None, help="target rank: SVD-compress the result (sum: default none = exact; "
+                             "dense methods: default the largest input rank of the module)")
+    density: float = field(0.5, help="ties/dare/dare_ties/magnitude: fraction of entries kept (0 < d <= 1)")
+    seed: int = field(0, help="seed of DARE's random drop and of the randomized SVD")
+    svd: Literal["auto", "exact", "randomized"] = field(
+        "auto", help="dense methods: how to factor back (randomized for large modules; error is reported)")
+    svd_niter: int = field(4, help="power iterations of the randomized SVD")
+    modules_to_save: str = field("average", help="projector & other saved modules: 'average' (weighted by "
+                                 "the positive input weights), 'none', or an input name / index to copy")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        "auto", help="stored dtype of the result (auto: the most precise input dtype)")
+    base_model: str | None = field(None, help="base_model_name_or_path written to the result "
+                                   "(default: the inputs' common one)")
+    overwrite: bool = field(False, help="replace an existing output (only after the new one is complete)")
+    sweep: dict[str, list[Any]] = field(default_factory=dict, help="grid of key -> values, e.g. "
+                                        "{'inputs.1.weight': [0, 0.5, 1]}; one adapter per point + sweep.json")
+
+    def validate(self, where: str) -> None:
+        if not self.inputs:
+            raise RecipeError(f"{where}.inputs: expected at least one adapter")
+        if self.weights is not None and len(self.weights) != len(self.inputs):
+            raise RecipeError(f"{where}.weights: {len(self.weights)} value(s) for {len(self.inputs)} "
+                              "input(s); expected one weight per input")
+        if not 0.0 < self.density <= 1.0:
+            raise RecipeError(f"{where}.density: expected 0 < density <= 1, got {self.density}")
+        if self.rank is not None and self.rank < 1:
+            raise RecipeError(f"{where}.rank: expected a positive integer, got {self.rank}")
+        names = self.input_names
+        if len(set(names)) != len(names):
+            raise RecipeError(f"{where}.inputs: names {names} are not unique; set inputs[].name")
+
+    @property
+    def input_names(self) -> list[str]:
+        """Explicit names, else the folder name, else parent/folder when folder names collide."""
+        names = [inp.name or Path(inp.path).name for inp in self.inputs]
+        if len(set(names)) < len(names):
+            names = [inp.name or "/".join(Path(inp.path).parts[-2:]) for inp in self.inputs]
+        return names
+
+    @property
+    def input_weights(self) -> list[float]:
+        return list(self.weights) if self.weights is not None else [inp.weight for inp in self.inputs]

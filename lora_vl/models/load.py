@@ -1,0 +1,84 @@
+"""Load a Llava checkpoint (local dir or hub id) for training or inference, 4-bit or 16-bit.
+
+Only the language model is quantized (NF4, double quant); the vision tower, projector and
+lm_head stay in the compute dtype. `llm_int8_skip_modules` needs full module paths — short
+names are silently ignored and the tower would be quantized (see environment.md).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, BitsAndBytesConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+SKIP_QUANT = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on GPUs that have it; fp32 on CPU (bf16 matmuls there are slow and inexact)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def attn_implementation(device: torch.device) -> str:
+    """flash-attn when installed on a GPU (optional extra), else PyTorch's sdpa."""
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def bnb_config(dtype: torch.dtype) -> BitsAndBytesConfig:
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+                              llm_int8_skip_modules=SKIP_QUANT)
+
+
+def _config(base: str, revision: str | None):
+    try:
+        return AutoConfig.from_pretrained(base, revision=revision)
+    except OSError as e:
+        where = "local directory" if Path(base).exists() else "hub id (is the hub reachable? offline?)"
+        raise OSError(f"could not load model {base!r} as a {where}: {e}") from e
+
+
+def load_vlm(base: str, *, quantization: str = "4bit", revision: str | None = None,
+             device: str | torch.device | None = None):
+    """Return (LlavaForConditionalGeneration, LlavaProcessor) for a Llava checkpoint."""
+    if quantization not in ("4bit", "none"):
+        raise ValueError(f"quantization {quantization!r}: expected '4bit' or 'none'")
+    cfg = _config(str(base), revision)
+    if cfg.model_type != "llava":
+        raise ValueError(f"{base}: model_type is {cfg.model_type!r}, expected a 'llava' checkpoint "
+                         f"(compose one with `lora-vl compose` or `lora-vl adapt`)")
+    device = torch.device(device) if device is not None else default_device()
+    dtype = compute_dtype(device)
+    kwargs = dict(revision=revision, dtype=dtype, use_safetensors=True,
+                  attn_implementation=attn_implementation(device))
+    if quantization == "4bit":
+        kwargs.update(quantization_config=bnb_config(dtype), device_map={"": device})
+    model = LlavaForConditionalGeneration.from_pretrained(str(base), **kwargs)
+    if quantization == "none":
+        model.to(device)
+    processor = LlavaProcessor.from_pretrained(str(base), revision=revision)
+    return model, processor
+
+
+def attach_adapters(model, adapter_dirs: list[str], trainable: bool = False):
+    """Stack PEFT adapters on `model`, all active (PEFT sums their deltas)."""
+    from peft import PeftModel
+
+    if not adapter_dirs:
+        return model
+    names = [f"adapter_{i}" for i in range(len(adapter_dirs))]
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dirs[0]), adapter_name=names[0],
+                                           is_trainable=trainable)
+    for name, path in zip(names[1:], adapter_dirs[1:]):
+        peft_model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
+    peft_model.base_model.set_adapter(names)
+    return peft_model

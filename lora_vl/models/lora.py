@@ -1,0 +1,101 @@
+"""Which weights train: LoRA on the language model's linear layers only, the projector
+as a trainable module, everything else frozen. Also the projector's own file format."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+PROJECTOR = "multi_modal_projector"
+LM_PREFIX = "model.language_model."
+
+
+def lm_linear_names(model) -> list[str]:
+    """Leaf names of every linear layer inside the language model (4-bit or not).
+
+    A bare ["q_proj", ...] list would also hit the CLIP tower, so targets are anchored on
+    the language model's path.
+    """
+    import bitsandbytes as bnb
+
+    kinds = (nn.Linear, bnb.nn.Linear4bit)
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                   if n.startswith(LM_PREFIX) and isinstance(m, kinds)})
+
+
+def lora_target_regex(model) -> str:
+    return rf"^{re.escape(LM_PREFIX)}.*\.({'|'.join(lm_linear_names(model))})$"
+
+
+def freeze_all(model) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def prepare_base(model, quantized: bool, gradient_checkpointing: bool):
+    """Freeze the base; for 4-bit, PEFT's k-bit preparation (fp32 norms, input grads)."""
+    if quantized:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        freeze_all(model)
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+    return model
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, rslora: bool, train_projector: bool,
+             seed: int = 0):
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, use_rslora=rslora,
+                        target_modules=lora_target_regex(model), bias="none",
+                        modules_to_save=[PROJECTOR] if train_projector else None)
+    torch.manual_seed(seed)
+    return get_peft_model(model, config)
+
+
+def param_groups(model, lr: float, lr_projector: float | None) -> list[dict]:
+    lora, proj = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (proj if PROJECTOR in name else lora).append(p)
+    groups = [{"params": lora, "lr": lr}] if lora else []
+    if proj:
+        groups.append({"params": proj, "lr": lr_projector if lr_projector is not None else lr})
+    return groups
+
+
+def projector_module(model) -> nn.Module:
+    return model.get_submodule(f"model.{PROJECTOR}")
+
+
+def save_projector(model, path: Path) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in projector_module(model).state_dict().items()}
+    save_file(state, str(path))
+
+
+def load_projector(model, path: str | Path) -> None:
+    """Load a stage-1 projector, checking it fits this vision encoder and LM."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: projector weights not found")
+    state = load_file(str(path))
+    proj = projector_module(model)
+    for key, param in proj.state_dict().items():
+        if key not in state:
+            raise ValueError(f"{path}: missing projector weight {key!r}")
+        if state[key].shape != param.shape:
+            vis = model.config.vision_config.hidden_size
+            txt = model.config.text_config.hidden_size
+            raise ValueError(f"{path}: projector weight {key!r} has shape {tuple(state[key].shape)}, "
+                             f"expected {tuple(param.shape)} (vision hidden size {vis} → LM hidden size {txt}); "
+                             "was it trained for another vision encoder or LM?")
+    with torch.no_grad():
+        for key, param in proj.state_dict().items():
+            param.copy_(state[key].to(param.dtype))

@@ -1,0 +1,119 @@
+"""`lora-vl adapt RECIPE [key=value ...]`: VL adaptation of a chat LLM, the LLaVA-1.5 way, as QLoRA.
+
+Stage 1 trains the projector alone on captions (LM and vision tower frozen). Stage 2 trains a
+LoRA adapter on every linear layer of the language model plus the projector (its own
+learning rate) on visual instructions. The result is a standard PEFT adapter directory
+(LoRA + projector via modules_to_save) with a manifest.json, over a standard Llava base.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from lora_vl.artifacts import atomic_dir
+from lora_vl.models import lora as L
+from lora_vl.models.load import load_vlm
+from lora_vl.recipe import RecipeError, describe, field, load_recipe
+from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
+from lora_vl.train.loop import train
+from lora_vl.train.stage import (data_provenance, ensure_base, finished, pixel_dtype, stage_fingerprint,
+                                 write_stage_manifest)
+
+
+@dataclass
+class AdaptRecipe:
+    output_dir: str = field(help="run folder: stage1/, adapter/, checkpoints/, tb/")
+    model: ModelConfig = field(help="which LM + vision encoder (or Llava base) and how to load it")
+    stage2: StageConfig = field(help="visual instruction tuning: LoRA + projector")
+    lora: LoraSettings = field(default_factory=LoraSettings, help="LoRA settings of stage 2")
+    stage1: StageConfig | None = field(None, help="projector pretraining on captions; omit to skip")
+    projector: str | None = field(None, help="a pretrained projector.safetensors to start stage 2 from instead of stage 1")
+
+    def validate(self, where: str) -> None:
+        if self.stage1 is not None and self.projector is not None:
+            raise RecipeError(f"{where}: give stage1 or projector, not both")
+
+
+def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
+    from lora_vl.data.dataset import TrainSet
+
+    fp = stage_fingerprint(r.model, r.stage1, str(base))
+    if finished(out, fp):
+        print(f"stage 1 already complete: {out}")
+        return out / "projector.safetensors"
+    model, processor = load_vlm(base, quantization=r.model.quantization)
+    model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
+    proj = L.projector_module(model)
+    proj.float().requires_grad_(True)  # fp32 master weights; autocast computes in bf16 on GPU
+    data = TrainSet(r.stage1.data, processor)
+    res = train(model, [{"params": list(proj.parameters()), "lr": r.stage1.optim.lr}], data,
+                r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
+                tb_dir=Path(r.output_dir) / "tb/stage1", fingerprint=fp, desc="stage 1 (projector)",
+                pad_id=processor.tokenizer.pad_token_id, pixel_dtype=pixel_dtype(model))
+    with atomic_dir(out, overwrite=True) as tmp:
+        L.save_projector(model, tmp / "projector.safetensors")
+        write_stage_manifest(tmp, "projector", dataclasses.asdict(r), fingerprint=fp, base=str(base),
+                             data=data_provenance(r.stage1.data), data_report=data.report.as_dict(),
+                             final_loss=res.final_loss, steps=res.steps, resumed_from=res.resumed_from)
+    return out / "projector.safetensors"
+
+
+def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Path:
+    from lora_vl.data.dataset import TrainSet
+
+    fp = stage_fingerprint(r.model, r.lora, r.stage2, str(base), str(projector))
+    if finished(out, fp):
+        print(f"stage 2 already complete: {out}")
+        return out
+    model, processor = load_vlm(base, quantization=r.model.quantization)
+    if projector is not None:
+        L.load_projector(model, projector)
+    model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
+    model = L.add_lora(model, r.lora.r, r.lora.alpha, r.lora.dropout, r.lora.rslora,
+                       train_projector=True, seed=r.stage2.optim.seed)
+    groups = L.param_groups(model, r.stage2.optim.lr, r.stage2.optim.lr_projector)
+    data = TrainSet(r.stage2.data, processor)
+    res = train(model, groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
+                tb_dir=Path(r.output_dir) / "tb/stage2", fingerprint=fp, desc="stage 2 (LoRA + projector)",
+                pad_id=processor.tokenizer.pad_token_id, pixel_dtype=pixel_dtype(model))
+    with atomic_dir(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp / "processor")
+        write_stage_manifest(tmp, "vl_adapter", dataclasses.asdict(r), fingerprint=fp, base=str(base),
+                             lm=r.model.lm, lm_revision=r.model.lm_revision, vision=r.model.vision,
+                             vision_revision=r.model.vision_revision,
+                             parents=[str(projector)] if projector else [],
+                             data=data_provenance(r.stage2.data), data_report=data.report.as_dict(),
+                             final_loss=res.final_loss, steps=res.steps, resumed_from=res.resumed_from,
+                             tokens=res.tokens, seconds=res.seconds)
+    return out
+
+
+
+def run_adapt(r: AdaptRecipe) -> Path:
+    out = Path(r.output_dir)
+    base = ensure_base(r.model, out)
+    projector = Path(r.projector) if r.projector else None
+    if r.stage1 is not None:
+        projector = train_stage1(r, base, out / "stage1")
+    return train_stage2(r, base, projector, out / "adapter")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(
+        prog="lora-vl adapt", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__, epilog="recipe keys (override any with key.sub=value):\n" + describe(AdaptRecipe))
+    ap.add_argument("recipe", help="YAML recipe, e.g. recipes/toy/adapt.yaml")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage2.optim.max_steps=10")
+    a = ap.parse_args(argv)
+    try:
+        recipe = load_recipe(AdaptRecipe, a.recipe, a.overrides)
+    except RecipeError as e:
+        print(f"lora-vl adapt: {e}", file=sys.stderr)
+        return 2
+    adapter = run_adapt(recipe)
+    print(f"VL adapter written to {adapter}")
+    return 0

@@ -1,0 +1,69 @@
+"""Recipe schema shared by the training stages (adapt, safety)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from lora_vl.data.config import DataConfig
+from lora_vl.recipe import RecipeError, field
+
+
+@dataclass
+class ModelConfig:
+    lm: str | None = field(None, help="causal LM hub id or local path (composed with `vision`)")
+    vision: str | None = field(None, help="CLIP or SigLIP hub id or local path")
+    lm_revision: str | None = field(None, help="hub revision of the LM to pin")
+    vision_revision: str | None = field(None, help="hub revision of the vision encoder to pin")
+    base: str | None = field(None, help="an existing Llava checkpoint to start from instead of composing lm + vision")
+    base_dir: str | None = field(None, help="where the composed Llava checkpoint is written (default: OUTPUT_DIR/base)")
+    chat_template: str = field("auto", help="auto (the LM's own) or one of llama2, tulu2, chatml")
+    vision_feature_layer: int = field(-2, help="vision layer whose hidden states feed the projector (LLaVA-1.5: -2)")
+    vision_feature_select_strategy: Literal["auto", "default", "full"] = field(
+        "auto", help="default drops CLIP's CLS token (LLaVA-1.5); full keeps all; auto picks per encoder")
+    dtype: Literal["bfloat16", "float16", "float32"] = field("bfloat16", help="dtype of the composed checkpoint")
+    quantization: Literal["4bit", "none"] = field("4bit", help="4bit = QLoRA (NF4, double quant); none = 16-bit LoRA")
+    gradient_checkpointing: bool = field(True, help="recompute activations in backward to save memory")
+
+    def validate(self, where: str) -> None:
+        if self.base is None and (self.lm is None or self.vision is None):
+            raise RecipeError(f"{where}: give either 'base' (a Llava checkpoint) or both 'lm' and 'vision'")
+
+
+@dataclass
+class LoraSettings:
+    r: int = field(128, help="LoRA rank (LLaVA-1.5 LoRA: 128)")
+    alpha: int = field(256, help="LoRA alpha (LLaVA-1.5 LoRA: 256)")
+    dropout: float = field(0.05, help="LoRA dropout")
+    rslora: bool = field(False, help="rank-stabilised scaling alpha/sqrt(r) instead of alpha/r")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = field(2e-4, help="learning rate of the trained weights (LoRA, or the projector in stage 1)")
+    lr_projector: float | None = field(None, help="learning rate of the projector in LoRA stages (LLaVA-1.5 LoRA: 2e-5)")
+    weight_decay: float = field(0.0, help="AdamW weight decay")
+    warmup_ratio: float = field(0.03, help="fraction of steps for linear warm-up")
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = field("cosine", help="LR schedule")
+    epochs: float = field(1.0, help="passes over the data")
+    max_steps: int | None = field(None, help="stop after this many optimizer steps (overrides epochs)")
+    micro_batch_size: int = field(1, help="samples per forward pass")
+    global_batch_size: int = field(128, help="samples per optimizer step (reached by gradient accumulation)")
+    grad_clip: float = field(1.0, help="max gradient norm (0 = off)")
+    optimizer: Literal["adamw", "paged_adamw_8bit"] = field("adamw", help="paged_adamw_8bit (bitsandbytes) saves GPU memory")
+    group_by_length: bool = field(True, help="batch samples of similar length together")
+    save_every: int = field(50, help="checkpoint every N optimizer steps (resumable)")
+    keep_checkpoints: int = field(2, help="how many recent checkpoints to keep")
+    seed: int = field(0, help="seed for init, dropout and batch order")
+
+    def validate(self, where: str) -> None:
+        if self.global_batch_size % self.micro_batch_size:
+            raise RecipeError(f"{where}.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                              f"micro_batch_size ({self.micro_batch_size})")
+        if self.save_every < 1:
+            raise RecipeError(f"{where}.save_every: must be >= 1")
+
+
+@dataclass
+class StageConfig:
+    data: DataConfig = field(help="data mixture of this stage")
+    optim: OptimConfig = field(default_factory=OptimConfig, help="optimisation of this stage")

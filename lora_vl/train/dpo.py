@@ -1,0 +1,90 @@
+"""DPO loss for the shared training loop (`loss_fn`), written by hand.
+
+TRL's DPOTrainer brings its own trainer loop, checkpoints and data collation, and its PEFT
+reference model is `disable_adapter()` — which would also switch off the frozen VL adapter
+underneath. Here the loss is a few lines: the reference log-probabilities come from the same
+network with only the safety adapter switched off (a context manager the caller supplies),
+so no second copy of the model is held and the loop, checkpoints and resume are the project's.
+
+Losses (logits = (π_c − π_r) − (ref_c − ref_r), log-probs of the response tokens):
+- sigmoid (Rafailov et al. 2023): −log σ(β·logits), with optional label smoothing ε
+  (conservative DPO: −(1−ε)·log σ(β·logits) − ε·log σ(−β·logits));
+- ipo (Azar et al. 2023): (logits − 1/(2β))², on per-token mean log-probs as the IPO paper does.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lora_vl.data.encode import IGNORE
+
+
+def split_pairs(batch: dict) -> dict:
+    """Rows of [chosen | rejected] halves (see preference.py) → 2B rows: all chosen, then all rejected."""
+    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
+    halves = (mask.sum(1) // 2).tolist()
+    width = max(halves)
+    b = len(halves)
+    out_ids = torch.zeros((2 * b, width), dtype=ids.dtype, device=ids.device)
+    out_labels = torch.full((2 * b, width), IGNORE, dtype=labels.dtype, device=labels.device)
+    out_mask = torch.zeros((2 * b, width), dtype=mask.dtype, device=mask.device)
+    for row, h in enumerate(halves):
+        for k in (0, 1):  # 0: chosen, 1: rejected
+            out_ids[k * b + row, :h] = ids[row, k * h:(k + 1) * h]
+            out_labels[k * b + row, :h] = labels[row, k * h:(k + 1) * h]
+            out_mask[k * b + row, :h] = 1
+    out = {"input_ids": out_ids, "labels": out_labels, "attention_mask": out_mask}
+    if "pixel_values" in batch:  # image features are consumed in row order: chosen rows, then rejected
+        out["pixel_values"] = torch.cat([batch["pixel_values"]] * 2)
+    return out
+
+
+def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
+    """Sum (or mean) of log p(token) over each row's labelled tokens; shape (rows,)."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    token_logps = -F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    counts = (labels != IGNORE).sum(1)
+    total = token_logps.sum(1)
+    return total / counts.clamp(min=1) if average else total
+
+
+def preference_loss(pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,
+                    beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean DPO-family loss over pairs from policy and reference log-probs."""
+    logits = (pol_c - pol_r) - (ref_c - ref_r)
+    if loss_type == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * logits) - label_smoothing * F.logsigmoid(-beta * logits)
+    elif loss_type == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"DPO loss {loss_type!r}: expected 'sigmoid' or 'ipo'")
+    return losses.mean()
+
+
+@dataclass
+class DpoLoss:
+    """`loss_fn(model, batch)` for `train`: policy pass with grad, reference pass without."""
+    beta: float
+    loss_type: str
+    label_smoothing: float = 0.0
+    reference: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+    def logps(self, model, pairs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        lp = sequence_logps(model, pairs, average=self.loss_type == "ipo")
+        return lp.chunk(2)
+
+    def reference_logps(self, model, pairs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad(), self.reference():
+            return self.logps(model, pairs)
+
+    def __call__(self, model, batch: dict) -> torch.Tensor:
+        pairs = split_pairs(batch)
+        ref_c, ref_r = self.reference_logps(model, pairs)
+        pol_c, pol_r = self.logps(model, pairs)
+        return preference_loss(pol_c, pol_r, ref_c, ref_r, self.beta, self.loss_type, self.label_smoothing)

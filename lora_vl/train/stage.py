@@ -1,0 +1,72 @@
+"""What every training stage shares: the base checkpoint, data provenance, artifact checks."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj, make_manifest, write_manifest
+from lora_vl.data.config import DataConfig
+from lora_vl.train.config import ModelConfig
+
+
+def compose_spec(model: ModelConfig) -> dict:
+    keys = ("lm", "vision", "lm_revision", "vision_revision", "chat_template",
+            "vision_feature_layer", "vision_feature_select_strategy", "dtype")
+    return {k: getattr(model, k) for k in keys}
+
+
+def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
+    """The Llava checkpoint a run trains on: given, or composed once and reused."""
+    if model.base is not None:
+        return Path(model.base) if Path(model.base).exists() else model.base
+    from lora_vl.models.compose import ComposeSpec, compose, save_composed
+
+    base_dir = Path(model.base_dir) if model.base_dir else output_dir / "base"
+    spec = compose_spec(model)
+    if (base_dir / MANIFEST).is_file():
+        made = json.loads((base_dir / MANIFEST).read_text()).get("compose")
+        if made != spec:
+            raise ValueError(f"{base_dir}: holds a Llava composed from {made}, but the recipe asks for "
+                             f"{spec}; set model.base_dir to another folder")
+        return base_dir
+    llava, processor = compose(ComposeSpec(**spec))
+    save_composed(llava, processor, base_dir,
+                  make_manifest("base", recipe={}, compose=spec))
+    print(f"composed Llava base checkpoint at {base_dir}")
+    return base_dir
+
+
+def data_provenance(data: DataConfig) -> list[dict]:
+    out = []
+    for src in data.sources:
+        entry = {"format": src.format, "path": src.path, "revision": src.revision}
+        if Path(src.path).is_file():
+            entry["sha256"] = fingerprint_files([src.path])  # the JSON; image bytes not hashed
+        out.append(entry)
+    return out
+
+
+def finished(out_dir: Path, fingerprint: str) -> bool:
+    """True if `out_dir` holds this exact run's result; error if it holds another run's."""
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return False
+    made = json.loads(path.read_text()).get("fingerprint")
+    if made != fingerprint:
+        raise FileExistsError(f"{out_dir}: already holds the result of a different recipe; "
+                              "choose another output_dir or remove it")
+    return True
+
+
+def pixel_dtype(model):
+    """Pixels enter the vision tower in its own dtype (fp32 after k-bit preparation)."""
+    return next(p for n, p in model.named_parameters() if ".vision_tower." in n).dtype
+
+
+def stage_fingerprint(*parts) -> str:
+    return fingerprint_obj([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts])
+
+
+def write_stage_manifest(out_dir: Path, kind: str, recipe: dict, **fields) -> None:
+    write_manifest(out_dir, make_manifest(kind, recipe, **fields))

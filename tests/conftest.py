@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny models of real architectures, built once per session, offline."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+from transformers.utils import logging as hf_logging
+
+hf_logging.set_verbosity_error()
+torch.set_num_threads(1)
+
+COMBOS = [("llama", "clip"), ("qwen2", "siglip"), ("mistral", "clip"), ("llama", "siglip")]
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tmp_path_factory):
+    """{(arch, vision): {'lm': path, 'vision': path}} for every combination tested."""
+    from lora_vl.models.tiny import build_tiny_parts
+    from lora_vl.toy.world import build_world_data, corpus
+
+    root = tmp_path_factory.mktemp("tiny")
+    texts = corpus(build_world_data(root / "data", copies=1))
+    return {(a, v): build_tiny_parts(root / f"{a}-{v}", arch=a, vision=v, corpus=texts)
+            for a, v in COMBOS}
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tiny_parts, tmp_path_factory):
+    """Composed Llava checkpoints (fp32) for every combination."""
+    from lora_vl.models.compose import ComposeSpec, compose, save_composed
+
+    root = tmp_path_factory.mktemp("bases")
+    out = {}
+    for (a, v), parts in tiny_parts.items():
+        model, proc = compose(ComposeSpec(lm=str(parts["lm"]), vision=str(parts["vision"]), dtype="float32"))
+        save_composed(model, proc, root / f"{a}-{v}", {"kind": "base"})
+        out[(a, v)] = root / f"{a}-{v}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_world(tmp_path_factory):
+    """The synthetic shapes data in LLaVA JSON (pretrain/instruct/align) with its images."""
+    from lora_vl.toy.world import build_world_data
+
+    return build_world_data(tmp_path_factory.mktemp("world"), copies=1)

@@ -1,0 +1,122 @@
+"""DPO: the loss against a hand computation, the reference = the VL-only model, a short run."""
+import math
+
+import pytest
+import torch
+
+from lora_vl.artifacts import read_manifest
+from lora_vl.data.batching import collate
+from lora_vl.data.encode import BadRecord
+from lora_vl.models.load import attach_adapters, load_vlm
+from lora_vl.train.dpo import preference_loss, sequence_logps, split_pairs
+from lora_vl.train.preference import PairSet
+from lora_vl.train.stage import pixel_dtype
+from lora_vl.train.safety import build_training, run_safety
+from safety_helpers import dpo_recipe, safety_world  # noqa: F401  (session fixture)
+
+
+def pair_batch(model, data: PairSet, n: int = 4) -> dict:
+    batch = collate([data[i] for i in range(n)], data.pad_id)
+    if "pixel_values" in batch:
+        batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype(model))
+    return batch
+
+
+def perturb_safety(model) -> None:
+    """LoRA B starts at zero; make the safety adapter do something so policy ≠ reference."""
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B.default" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+def test_preference_loss_by_hand():
+    pc, pr, rc, rr = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -2.0]), torch.tensor([-3.5, -4.0]), torch.tensor([-3.0, -3.0])
+    beta = 0.5
+    logits = [(-3.0 + 4.0) - (-3.5 + 3.0), (-5.0 + 2.0) - (-4.0 + 3.0)]  # 1.5, -2.0
+    sig = sum(-math.log(1 / (1 + math.exp(-beta * z))) for z in logits) / 2
+    assert preference_loss(pc, pr, rc, rr, beta, "sigmoid").item() == pytest.approx(sig, rel=1e-6)
+    ipo = sum((z - 1 / (2 * beta)) ** 2 for z in logits) / 2
+    assert preference_loss(pc, pr, rc, rr, beta, "ipo").item() == pytest.approx(ipo, rel=1e-6)
+    eps = 0.1
+    smooth = sum(-(1 - eps) * math.log(1 / (1 + math.exp(-beta * z))) - eps * math.log(1 / (1 + math.exp(beta * z)))
+                 for z in logits) / 2
+    assert preference_loss(pc, pr, rc, rr, beta, "sigmoid", eps).item() == pytest.approx(smooth, rel=1e-6)
+
+
+def test_split_pairs_restores_each_conversation(safety_world, tmp_path):
+    r = dpo_recipe(safety_world, tmp_path / "run")
+    model, processor, data, _ = build_training(r, safety_world["base"], safety_world["vl"])
+    p = data.samples[0]
+    pairs = split_pairs(collate([data[0], data[1]], data.pad_id))
+    for k, answer in enumerate((p.chosen, p.rejected)):
+        row = pairs["input_ids"][k * 2]
+        text = processor.tokenizer.decode(row[pairs["attention_mask"][k * 2].bool()])
+        assert answer in text
+    assert pairs["input_ids"].shape[0] == 4
+
+
+def test_dpo_loss_matches_hand_and_reference_is_vl_only(safety_world, tmp_path):
+    r = dpo_recipe(safety_world, tmp_path / "run")
+    model, processor, data, loss_fn = build_training(r, safety_world["base"], safety_world["vl"])
+    perturb_safety(model)
+    model.eval()
+    batch = pair_batch(model, data)
+    pairs = split_pairs(batch)
+    ref_c, ref_r = loss_fn.reference_logps(model, pairs)
+    with torch.no_grad():
+        pol_c, pol_r = sequence_logps(model, pairs).chunk(2)
+        loss = loss_fn(model, batch)
+    assert not torch.allclose(pol_c, ref_c)  # the safety adapter is back on after the reference pass
+    z = (pol_c - pol_r) - (ref_c - ref_r)
+    assert loss.item() == pytest.approx((-torch.nn.functional.logsigmoid(0.1 * z)).mean().item(), rel=1e-5)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".default." in n for n in trainable)  # VL adapter frozen again
+
+    vl_model, _ = load_vlm(safety_world["base"], quantization="4bit")
+    vl_model = attach_adapters(vl_model, [str(safety_world["vl"])]).eval()
+    with torch.no_grad():
+        vl_c, vl_r = sequence_logps(vl_model, pairs).chunk(2)
+    torch.testing.assert_close(ref_c, vl_c, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ref_r, vl_r, rtol=1e-5, atol=1e-5)
+
+
+def test_dpo_run_raises_the_margin(safety_world, tmp_path):
+    r = dpo_recipe(safety_world, tmp_path / "run", max_steps=6)
+    out = run_safety(r)
+    m = read_manifest(out)
+    assert m["kind"] == "safety_adapter" and m["method"] == "dpo" and m["steps"] == 6
+    assert m["data_report"]["used"] and m["parents"] == [str(safety_world["vl"])]
+    logps = {}
+    for name, adapters in {"ref": [safety_world["vl"]], "pol": [safety_world["vl"], out]}.items():
+        model, processor = load_vlm(safety_world["base"], quantization="4bit")
+        model = attach_adapters(model, [str(a) for a in adapters]).eval()
+        data = PairSet(r.dpo.data, processor)
+        with torch.no_grad():
+            logps[name] = sequence_logps(model, split_pairs(pair_batch(model, data, len(data)))).chunk(2)
+    margin = (logps["pol"][0] - logps["pol"][1]) - (logps["ref"][0] - logps["ref"][1])
+    assert margin.mean() > 0  # the trained adapter prefers the chosen answers more than the reference
+
+
+def test_ipo_trains(safety_world, tmp_path):
+    out = run_safety(dpo_recipe(safety_world, tmp_path / "run", loss="ipo", max_steps=1))
+    assert read_manifest(out)["recipe"]["dpo"]["loss"] == "ipo"
+
+
+def test_bad_pairs_skip_or_error(safety_world, tmp_path):
+    import json
+
+    rows = json.loads(safety_world["pku_saferlhf"].read_text())[:3]
+    rows[1]["response_1"] = rows[1]["response_0"]
+    f = tmp_path / "pku.json"
+    f.write_text(json.dumps(rows))
+    r = dpo_recipe(safety_world, tmp_path / "run")
+    r.dpo.data.sources = r.dpo.data.sources[1:]
+    r.dpo.data.sources[0].path, r.dpo.data.sources[0].num_samples = str(f), None
+    _, processor = load_vlm(safety_world["base"], quantization="none")
+    with pytest.raises(BadRecord, match="record '1'.*identical"):
+        PairSet(r.dpo.data, processor)
+    r.dpo.data.bad_records = "skip"
+    data = PairSet(r.dpo.data, processor)
+    assert len(data) == 2 and sum(data.report.skipped.values()) == 1
