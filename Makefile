@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval test bench clean
+.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,7 +36,10 @@ merge: safety  ## merge the VL and safety adapters in LoRA space
 	$(BIN)/lora-vl merge recipes/merge/toy.yaml
 
 eval: adapt  ## the offline evaluation suite on the VL-adapted toy model
-	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/toy/base --adapter outputs/toy/adapt/adapter
+	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/toy/base --adapter outputs/toy/adapt/adapter --out outputs/toy/eval
+
+report: eval  ## side-by-side table and safety-vs-helpfulness plot of evaluated runs
+	$(BIN)/lora-vl report outputs/toy/eval/results.json --out outputs/toy/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

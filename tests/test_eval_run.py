@@ -139,5 +139,5 @@ def test_model_judge_unparsed_output_is_never_safe(tiny_world, tmp_path):
     res = run_suite(s, str(tiny_world["lm"]), [], tmp_path, device="cpu")
     lg = next(m for m in res["benchmarks"][0]["metrics"] if m["judge"] == "lg" and m["group"] is None)
     assert lg["unparsed"] == 1 and lg["n"] == 0 and lg["value"] is None
-    assert res["summary"]["text_safety"]["judges"] == []  or "lg" not in res["summary"]["text_safety"]["judges"]
-    assert "| lg |" in (tmp_path / "results.md").read_text().replace(" lg ", " lg ")
+    assert "text_safety" not in res["summary"]  # no silent switch to the second judge
+    assert "| asr | all | – | – | 0 | 1 | lg |" in (tmp_path / "results.md").read_text()

@@ -56,3 +56,15 @@ def test_help_lists_keys():
     text = describe(AdaptRecipe)
     for key in ("stage2.optim.lr_projector", "model.vision_feature_layer", "lora.rslora"):
         assert key in text
+
+
+@pytest.mark.parametrize("path", ["recipes/toy/adapt.yaml", "recipes/paper/adapt_llama2_chat_7b.yaml",
+                                  "recipes/paper/adapt_tulu2_7b.yaml", "recipes/consumer_24gb.yaml"])
+def test_shipped_adapt_recipes_are_valid(path):
+    from pathlib import Path
+
+    r = load_recipe(AdaptRecipe, Path(__file__).parent.parent / path)
+    assert r.stage2.optim.global_batch_size % r.stage2.optim.micro_batch_size == 0
+    if "paper" in path:   # LLaVA-1.5 LoRA settings
+        assert (r.lora.r, r.lora.alpha, r.stage2.optim.lr, r.stage2.optim.lr_projector) == (128, 256, 2e-4, 2e-5)
+        assert r.stage2.optim.global_batch_size == 128 and r.stage1.optim.lr == 1e-3
