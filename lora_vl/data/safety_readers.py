@@ -17,7 +17,6 @@ responses) are found later by the data sets, which count skips.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

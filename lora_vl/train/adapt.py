@@ -7,20 +7,18 @@ learning rate) on visual instructions. The result is a standard PEFT adapter dir
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from lora_vl.artifacts import atomic_dir
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
-from lora_vl.recipe import RecipeError, describe, field, load_recipe
+from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
 from lora_vl.train.loop import train
 from lora_vl.train.stage import (data_provenance, ensure_base, finished, pixel_dtype, stage_fingerprint,
-                                 write_stage_manifest)
+                                 stage_main, write_stage_manifest)
 
 
 @dataclass
@@ -103,17 +101,6 @@ def run_adapt(r: AdaptRecipe) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="lora-vl adapt", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__, epilog="recipe keys (override any with key.sub=value):\n" + describe(AdaptRecipe))
-    ap.add_argument("recipe", help="YAML recipe, e.g. recipes/toy/adapt.yaml")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. stage2.optim.max_steps=10")
-    a = ap.parse_args(argv)
-    try:
-        recipe = load_recipe(AdaptRecipe, a.recipe, a.overrides)
-    except RecipeError as e:
-        print(f"lora-vl adapt: {e}", file=sys.stderr)
-        return 2
-    adapter = run_adapt(recipe)
-    print(f"VL adapter written to {adapter}")
-    return 0
+    return stage_main(argv, prog="lora-vl adapt", doc=__doc__, recipe_cls=AdaptRecipe, run=run_adapt,
+                      example="recipes/toy/adapt.yaml", override="stage2.optim.max_steps=10",
+                      done="VL adapter written to")

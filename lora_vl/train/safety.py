@@ -15,11 +15,9 @@ the safety adapter after each switch.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,11 +29,11 @@ from lora_vl.artifacts import MANIFEST, atomic_dir, fingerprint_files
 from lora_vl.data.config import DataConfig
 from lora_vl.models import lora as L
 from lora_vl.models.load import attach_adapters, load_vlm
-from lora_vl.recipe import RecipeError, describe, field, load_recipe
+from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig, StageConfig
 from lora_vl.train.loop import default_loss, train
 from lora_vl.train.stage import (data_provenance, ensure_base, finished, pixel_dtype, stage_fingerprint,
-                                 write_stage_manifest)
+                                 stage_main, write_stage_manifest)
 
 SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the output folder
 
@@ -173,17 +171,6 @@ def run_safety(r: SafetyRecipe) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(
-        prog="lora-vl safety", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__, epilog="recipe keys (override any with key.sub=value):\n" + describe(SafetyRecipe))
-    ap.add_argument("recipe", help="YAML recipe, e.g. recipes/toy/safety_sft.yaml")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sft.optim.max_steps=10")
-    a = ap.parse_args(argv)
-    try:
-        recipe = load_recipe(SafetyRecipe, a.recipe, a.overrides)
-    except RecipeError as e:
-        print(f"lora-vl safety: {e}", file=sys.stderr)
-        return 2
-    adapter = run_safety(recipe)
-    print(f"safety adapter written to {adapter}")
-    return 0
+    return stage_main(argv, prog="lora-vl safety", doc=__doc__, recipe_cls=SafetyRecipe, run=run_safety,
+                      example="recipes/toy/safety_sft.yaml", override="sft.optim.max_steps=10",
+                      done="safety adapter written to")

@@ -5,6 +5,9 @@ import dataclasses
 import json
 from pathlib import Path
 
+import argparse
+import sys
+
 from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj, make_manifest, write_manifest
 from lora_vl.data.config import DataConfig
 from lora_vl.train.config import ModelConfig
@@ -70,3 +73,23 @@ def stage_fingerprint(*parts) -> str:
 
 def write_stage_manifest(out_dir: Path, kind: str, recipe: dict, **fields) -> None:
     write_manifest(out_dir, make_manifest(kind, recipe, **fields))
+
+
+def stage_main(argv: list[str], *, prog: str, doc: str, recipe_cls, run, example: str, override: str,
+               done: str) -> int:
+    """The command line of a training stage: recipe + overrides, --help listing every key."""
+    from lora_vl.recipe import RecipeError, describe, load_recipe
+
+    ap = argparse.ArgumentParser(
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, description=doc,
+        epilog="recipe keys (override any with key.sub=value):\n" + describe(recipe_cls))
+    ap.add_argument("recipe", help=f"YAML recipe, e.g. {example}")
+    ap.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {override}")
+    a = ap.parse_args(argv)
+    try:
+        recipe = load_recipe(recipe_cls, a.recipe, a.overrides)
+    except RecipeError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    print(f"{done} {run(recipe)}")
+    return 0
