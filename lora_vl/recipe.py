@@ -163,10 +163,7 @@ def load_recipe(cls, path: str | Path | None, overrides: list[str] = ()):
     data = read_yaml(path) if path is not None else {}
     for ov in overrides:
         apply_override(data, ov)
-    try:
-        return build(cls, data, where=str(path) if path else "recipe")
-    except RecipeError:
-        raise
+    return build(cls, data, where=str(path) if path else "recipe")
 
 
 def to_dict(obj) -> dict:
