@@ -90,7 +90,8 @@ def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool =
     text = _render(tokenizer, messages, add_generation_prompt)
     spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    image_id = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+    # a tokenizer without an <image> token (a text-only LM) maps it to unk: then nothing is an image
+    image_id = tokenizer.get_vocab().get(IMAGE_PLACEHOLDER)
     pixel_values = None
     if images and with_pixels:
         pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]

@@ -36,22 +36,10 @@ def model_type(base: str, revision: str | None) -> str:
 
 def load_causal_lm(name: str, *, revision: str | None = None, quantization: str = "none", device=None):
     """(AutoModelForCausalLM, tokenizer with left padding) — base LLMs and text judges."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from lora_vl.models.load import load_causal_lm as load
 
-    from lora_vl.models.load import attn_implementation, bnb_config, compute_dtype, default_device
-
-    # same loading policy as lora_vl.models.load.load_vlm (which only takes Llava checkpoints)
-    device = torch.device(device) if device is not None else default_device()
-    dtype = compute_dtype(device)
-    quant = ({"quantization_config": bnb_config(dtype), "device_map": {"": device}}
-             if quantization == "4bit" else {})
-    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype, use_safetensors=True,
-                                                 attn_implementation=attn_implementation(device), **quant)
-    if not quant:
-        model.to(device)
+    model, tok = load(name, quantization=quantization, revision=revision, device=device)
     model.eval()
-    tok = AutoTokenizer.from_pretrained(name, revision=revision)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -59,11 +47,8 @@ def load_causal_lm(name: str, *, revision: str | None = None, quantization: str 
 
 
 def text_processor(tokenizer):
-    """`encode_chat` takes a processor; a text-only LM never has images, so the image fields are
-    inert placeholders (encode_chat reads them even without images)."""
-    return SimpleNamespace(tokenizer=tokenizer, patch_size=1, num_additional_image_tokens=0,
-                           vision_feature_select_strategy="full",
-                           image_processor=SimpleNamespace(size={"height": 1, "width": 1}, crop_size=None))
+    """`encode_chat` takes a processor; text-only items need only its tokenizer."""
+    return SimpleNamespace(tokenizer=tokenizer)
 
 
 def recorded_base(adapter_dir: str | Path) -> str | None:

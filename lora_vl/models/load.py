@@ -47,26 +47,39 @@ def _config(base: str, revision: str | None):
         raise OSError(f"could not load model {base!r} as a {where}: {e}") from e
 
 
-def load_vlm(base: str, *, quantization: str = "4bit", revision: str | None = None,
-             device: str | torch.device | None = None):
-    """Return (LlavaForConditionalGeneration, LlavaProcessor) for a Llava checkpoint."""
+def _load(cls, name: str, quantization: str, revision: str | None, device):
+    """`cls.from_pretrained` under the kit's one loading policy (dtype, 4-bit, attention)."""
     if quantization not in ("4bit", "none"):
         raise ValueError(f"quantization {quantization!r}: expected '4bit' or 'none'")
-    cfg = _config(str(base), revision)
-    if cfg.model_type != "llava":
-        raise ValueError(f"{base}: model_type is {cfg.model_type!r}, expected a 'llava' checkpoint "
-                         f"(compose one with `lora-vl compose` or `lora-vl adapt`)")
     device = torch.device(device) if device is not None else default_device()
     dtype = compute_dtype(device)
     kwargs = dict(revision=revision, dtype=dtype, use_safetensors=True,
                   attn_implementation=attn_implementation(device))
     if quantization == "4bit":
         kwargs.update(quantization_config=bnb_config(dtype), device_map={"": device})
-    model = LlavaForConditionalGeneration.from_pretrained(str(base), **kwargs)
-    if quantization == "none":
-        model.to(device)
-    processor = LlavaProcessor.from_pretrained(str(base), revision=revision)
-    return model, processor
+    model = cls.from_pretrained(str(name), **kwargs)
+    return model.to(device) if quantization == "none" else model
+
+
+def load_vlm(base: str, *, quantization: str = "4bit", revision: str | None = None,
+             device: str | torch.device | None = None):
+    """Return (LlavaForConditionalGeneration, LlavaProcessor) for a Llava checkpoint."""
+    cfg = _config(str(base), revision)
+    if cfg.model_type != "llava":
+        raise ValueError(f"{base}: model_type is {cfg.model_type!r}, expected a 'llava' checkpoint "
+                         f"(compose one with `lora-vl compose` or `lora-vl adapt`)")
+    model = _load(LlavaForConditionalGeneration, base, quantization, revision, device)
+    return model, LlavaProcessor.from_pretrained(str(base), revision=revision)
+
+
+def load_causal_lm(name: str, *, quantization: str = "none", revision: str | None = None,
+                   device: str | torch.device | None = None):
+    """Return (AutoModelForCausalLM, tokenizer) — base LLMs (text-only evaluation) and judges."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _config(str(name), revision)
+    model = _load(AutoModelForCausalLM, name, quantization, revision, device)
+    return model, AutoTokenizer.from_pretrained(str(name), revision=revision)
 
 
 def attach_adapters(model, adapter_dirs: list[str], trainable: bool = False):
