@@ -7,7 +7,7 @@ only; both arms of each comparison run in the same invocation.
 
 Each arm runs in its own subprocess so that peak memory (GPU: torch max allocated; CPU: the
 process's max RSS) belongs to that arm alone. The model is random-init from configs, saved
-once to a temp dir and loaded through the kit's real loader (`load_vlm`).
+once to a temp dir and loaded under the kit's real loading policy (`load_pretrained`, behind `load_vlm`).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 PRESETS = {
+    "smoke": dict(hidden=64, inter=128, layers=2, heads=4, vocab=1000, vis_hidden=32, vis_layers=2,
+                  vis_heads=2, image=56, patch=14, seq=64, steps=2),  # checks the script runs
     "small": dict(hidden=512, inter=1376, layers=4, heads=8, vocab=32000, vis_hidden=256, vis_layers=4,
                   vis_heads=4, image=224, patch=14, seq=512, steps=4),
     # Llama-2-7B (4096 x 32 layers, 11008 MLP) + CLIP ViT-L/14-336 (1024 x 24 layers)
@@ -54,10 +56,13 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
     import torch
 
     from lora_vl.models import lora as L
-    from lora_vl.models.load import load_vlm
 
-    model, _ = load_vlm(ckpt, quantization=quant) if (ckpt / "preprocessor_config.json").exists() else \
-        _load_without_processor(ckpt, quant)
+    from transformers import LlavaForConditionalGeneration
+
+    from lora_vl.models.load import load_pretrained
+
+    # the bench checkpoint has no processor, so load the model alone under the kit's 4-bit policy
+    model = load_pretrained(LlavaForConditionalGeneration, ckpt, quant, None, None)
     model = L.prepare_base(model, quant == "4bit", gradient_checkpointing=True)
     model = L.add_lora(model, r=128, alpha=256, dropout=0.05, rslora=False, train_projector=True)
     device = next(p_ for p_ in model.parameters() if p_.requires_grad).device
@@ -95,22 +100,6 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
         out["mfu"] = round(4 * n_params * tps / flops_peak, 4)
     out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
     return out
-
-
-def _load_without_processor(ckpt: Path, quant: str):
-    """The bench checkpoint has no processor; load the model through the same 4-bit policy."""
-    import torch
-    from transformers import LlavaForConditionalGeneration
-
-    from lora_vl.models.load import bnb_config, compute_dtype, default_device
-
-    device = default_device()
-    dtype = compute_dtype(device)
-    kw = dict(dtype=dtype, use_safetensors=True)
-    if quant == "4bit":
-        kw.update(quantization_config=bnb_config(dtype), device_map={"": device})
-    model = LlavaForConditionalGeneration.from_pretrained(ckpt, **kw)
-    return (model if quant == "4bit" else model.to(device)), None
 
 
 def padding_report(batch_size: int, n: int = 20000, seed: int = 0) -> dict:

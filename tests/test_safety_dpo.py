@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from lora_vl.artifacts import read_manifest
-from lora_vl.data.batching import collate
 from lora_vl.data.encode import BadRecord
 from lora_vl.models.load import attach_adapters, load_vlm
-from lora_vl.train.dpo import preference_loss, sequence_logps, split_pairs
+from lora_vl.train.dpo import preference_loss, sequence_logps
 from lora_vl.train.preference import PairSet
 from lora_vl.train.stage import pixel_dtype
 from lora_vl.train.safety import build_training, run_safety
@@ -16,7 +15,7 @@ from safety_helpers import dpo_recipe, safety_world  # noqa: F401  (session fixt
 
 
 def pair_batch(model, data: PairSet, n: int = 4) -> dict:
-    batch = collate([data[i] for i in range(n)], data.pad_id)
+    batch = data.collate([data[i] for i in range(n)])
     if "pixel_values" in batch:
         batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype(model))
     return batch
@@ -45,11 +44,11 @@ def test_preference_loss_by_hand():
     assert preference_loss(pc, pr, rc, rr, beta, "sigmoid", eps).item() == pytest.approx(smooth, rel=1e-6)
 
 
-def test_split_pairs_restores_each_conversation(safety_world, tmp_path):
+def test_pair_batches_hold_chosen_then_rejected_rows(safety_world, tmp_path):
     r = dpo_recipe(safety_world, tmp_path / "run")
     model, processor, data, _ = build_training(r, safety_world["base"], safety_world["vl"])
     p = data.samples[0]
-    pairs = split_pairs(collate([data[0], data[1]], data.pad_id))
+    pairs = data.collate([data[0], data[1]])
     for k, answer in enumerate((p.chosen, p.rejected)):
         row = pairs["input_ids"][k * 2]
         text = processor.tokenizer.decode(row[pairs["attention_mask"][k * 2].bool()])
@@ -63,7 +62,7 @@ def test_dpo_loss_matches_hand_and_reference_is_vl_only(safety_world, tmp_path):
     perturb_safety(model)
     model.eval()
     batch = pair_batch(model, data)
-    pairs = split_pairs(batch)
+    pairs = batch
     ref_c, ref_r = loss_fn.reference_logps(model, pairs)
     with torch.no_grad():
         pol_c, pol_r = sequence_logps(model, pairs).chunk(2)
@@ -94,7 +93,7 @@ def test_dpo_run_raises_the_margin(safety_world, tmp_path):
         model = attach_adapters(model, [str(a) for a in adapters]).eval()
         data = PairSet(r.dpo.data, processor)
         with torch.no_grad():
-            logps[name] = sequence_logps(model, split_pairs(pair_batch(model, data, len(data)))).chunk(2)
+            logps[name] = sequence_logps(model, pair_batch(model, data, len(data))).chunk(2)
     margin = (logps["pol"][0] - logps["pol"][1]) - (logps["ref"][0] - logps["ref"][1])
     assert margin.mean() > 0  # the trained adapter prefers the chosen answers more than the reference
 

@@ -6,7 +6,6 @@ import torch
 from safetensors.torch import load_file
 
 from lora_vl.artifacts import fingerprint_files, read_manifest
-from lora_vl.data.batching import collate
 from lora_vl.data.dataset import TrainSet
 from lora_vl.data.encode import BadRecord, encode_chat
 from lora_vl.models import lora as L
@@ -25,7 +24,7 @@ def frozen_state(model) -> dict[str, torch.Tensor]:
 
 def refusal_loss(model, processor, data: TrainSet) -> float:
     refusals = [i for i, s in enumerate(data.samples) if s.messages[1]["content"].startswith("I'm sorry")]
-    batch = collate([data[i] for i in refusals], processor.tokenizer.pad_token_id)
+    batch = data.collate([data[i] for i in refusals])
     batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype(model))
     with torch.no_grad():
         return model(**batch).loss.item()
@@ -38,7 +37,7 @@ def test_vl_adapter_frozen_and_refusals_learned(safety_world, tmp_path):
     assert before and all(".default." in n for n, p in model.named_parameters() if p.requires_grad)
     train(model, L.param_groups(model, r.sft.optim.lr, None), data, r.sft.optim, ckpt_dir=tmp_path / "ck",
           tb_dir=tmp_path / "tb", fingerprint="t", desc="test", loss_fn=loss_fn,
-          pad_id=processor.tokenizer.pad_token_id, pixel_dtype=pixel_dtype(model))
+          pixel_dtype=pixel_dtype(model))
     after = frozen_state(model)
     assert all(torch.equal(before[n], after[n]) for n in before)
     saved = load_file(str(safety_world["vl"] / "adapter_model.safetensors"))

@@ -6,7 +6,6 @@ from safetensors.torch import load_file
 
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.dataset import TrainSet
-from lora_vl.data.batching import collate
 from lora_vl.models import lora as L
 from lora_vl.models.load import attach_adapters, load_vlm
 from lora_vl.recipe import load_recipe
@@ -45,14 +44,14 @@ def test_loss_falls_and_adapter_reloads_identically(tiny_bases, toy_world, tmp_p
     model, proc = lora_model(tiny_bases[combo])
     data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(toy_world["instruct"]),
                                                    num_samples=4)], max_length=128), proc)
-    batch = collate([data[i] for i in range(4)], proc.tokenizer.pad_token_id)
+    batch = data.collate([data[i] for i in range(4)])
     with torch.no_grad():
         model.eval()
         before = model(**batch).loss.item()
     cfg = OptimConfig(lr=2e-2, warmup_ratio=0.0, scheduler="constant_with_warmup", max_steps=20,
                       micro_batch_size=4, global_batch_size=4, save_every=100)
     res = train(model, L.param_groups(model, 2e-2, 1e-3), data, cfg, ckpt_dir=tmp_path / "ck",
-                tb_dir=tmp_path / "tb", fingerprint="t", desc="t", pad_id=proc.tokenizer.pad_token_id)
+                tb_dir=tmp_path / "tb", fingerprint="t", desc="t")
     assert res.final_loss < before - 0.3  # a repeated batch: LoRA + projector must fit it
     model.save_pretrained(tmp_path / "adapter")
     saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")

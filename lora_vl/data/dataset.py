@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lora_vl.data.batching import collate
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.encode import BadRecord, Encoded, Overlong, encode_chat
 from lora_vl.data.readers import IMAGE_FOLDER_FORMATS, READERS
@@ -64,15 +65,20 @@ def verify_images(sample: Sample) -> None:
 
 
 class TrainSet:
-    def __init__(self, cfg: DataConfig, processor):
+    """Samples of the recipe's mixture; subclasses change what a record is (see PairSet) by
+    passing `records` and overriding `encode`, `length` and `collate`."""
+
+    def __init__(self, cfg: DataConfig, processor, records: list | None = None):
         self.cfg, self.processor = cfg, processor
+        self.pad_id = processor.tokenizer.pad_token_id
         self.report = DataReport()
-        self.samples: list[Sample] = []
+        self.samples: list = []
         self.lengths: list[int] = []
-        for s in tqdm(read_sources(cfg), desc="checking data", unit="rec", leave=False):
+        for s in tqdm(read_sources(cfg) if records is None else records, desc="checking data",
+                      unit="rec", leave=False):
             self._admit(s)
         if not self.samples:
-            raise BadRecord(f"no usable samples in the data mixture ({self.report.as_dict()})")
+            raise BadRecord(f"no usable records in the data mixture ({self.report.as_dict()})")
 
     def _admit(self, s: Sample) -> None:
         try:
@@ -88,7 +94,7 @@ class TrainSet:
             self.report.examples.append(str(e))
             return
         self.samples.append(s)
-        self.lengths.append(len(enc.input_ids))
+        self.lengths.append(self.length(enc))
         self.report.used[s.source] += 1
 
     def encode(self, s: Sample, with_pixels: bool = True) -> Encoded:
@@ -96,6 +102,12 @@ class TrainSet:
         return encode_chat(self.processor, s.messages, images, max_length=self.cfg.max_length,
                            truncate=self.cfg.overlong == "truncate", where=s.where,
                            with_pixels=with_pixels)
+
+    def length(self, enc: Encoded) -> int:
+        return len(enc.input_ids)
+
+    def collate(self, items: list) -> dict | None:
+        return collate(items, self.pad_id)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -94,7 +94,7 @@ def bake_projector(model, adapter: AdapterFile) -> int:
 
 def write_lora_only(adapter: Path, directory: Path, base_dir: Path) -> None:
     a = read_adapter(adapter)
-    cfg = adapter_config(a.config, a.modules, None, str(base_dir.resolve()))
+    cfg = adapter_config(a.config, {m: f.rank for m, f in a.modules.items()}, None, str(base_dir.resolve()))
     write_adapter(directory, cfg, a.modules, None, a.modules[next(iter(a.modules))].A.dtype)
 
 

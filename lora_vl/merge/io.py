@@ -13,11 +13,13 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from peft.utils.other import get_pattern_key
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+
+from lora_vl.merge.stream import header_reserve, save_streaming
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -203,30 +205,53 @@ def _rank_config(ranks: dict[str, int]) -> dict:
             "use_rslora": False}
 
 
-def adapter_config(template: dict, modules: dict[str, LoraFactors], modules_to_save: list[str] | None,
+def adapter_config(template: dict, ranks: dict[str, int], modules_to_save: list[str] | None,
                    base_model: str | None) -> dict:
-    """A PEFT LoraConfig dict for `modules`, keeping the template's other (compatible) keys."""
+    """A PEFT LoraConfig dict for modules of the given ranks, keeping the template's other (compatible) keys."""
     cfg = {k: v for k, v in template.items() if k not in ("target_modules", "exclude_modules")}
-    cfg.update(_rank_config({m: f.rank for m, f in modules.items()}))
-    cfg.update({"peft_type": "LORA", "target_modules": sorted(modules), "modules_to_save": modules_to_save,
+    cfg.update(_rank_config(ranks))
+    cfg.update({"peft_type": "LORA", "target_modules": sorted(ranks), "modules_to_save": modules_to_save,
                 "base_model_name_or_path": base_model, "inference_mode": True, "lora_dropout": 0.0,
                 "layers_to_transform": None, "layers_pattern": None, "use_dora": False})
     return cfg
+
+
+def module_tensors(module: str, f: LoraFactors, dtype: torch.dtype) -> list[tuple[str, torch.Tensor]]:
+    """The stored lora_A / lora_B of one module, with the scaling folded into B (so scale 1 = alpha/r)."""
+    B = f.B.to(dtype) if f.scale == 1.0 else (f.B.double() * f.scale).to(dtype)
+    return [(f"{PREFIX}{module}.lora_A.weight", f.A.to(dtype)), (f"{PREFIX}{module}.lora_B.weight", B)]
+
+
+def write_weights(path: str | Path, modules: Iterable[tuple[str, LoraFactors]], names: Iterable[str],
+                  extra: dict[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
+    """Write adapter_model.safetensors atomically, one module at a time as `modules` yields them.
+
+    `modules` may be a generator that merges as it goes: only the module being written is held.
+    `names` are the modules that may come (they size the reserved header); `extra` comes first.
+    """
+    extra = {f"{PREFIX}{name}": t.to(dtype) for name, t in (extra or {}).items()}
+    keys = [(f"{PREFIX}{m}.lora_{ab}.weight", 2) for m in names for ab in "AB"]
+    keys += [(k, t.dim()) for k, t in extra.items()]
+
+    def items():
+        yield from extra.items()
+        for m, f in modules:
+            yield from module_tensors(m, f, dtype)
+    save_streaming(path, items(), metadata={"format": "pt"}, reserve=header_reserve(keys, {"format": "pt"}))
+
+
+def write_config(directory: str | Path, config: dict) -> None:
+    (Path(directory) / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def write_adapter(directory: str | Path, config: dict, modules: dict[str, LoraFactors],
                   extra: dict[str, torch.Tensor] | None = None, dtype: torch.dtype = torch.float32) -> None:
     """Write factors (with scaling folded into B, so scale 1 = alpha/r) into `directory`.
 
-    `directory` is expected to be fresh (an `atomic_dir` temp dir); nothing is renamed here.
+    `directory` is expected to be fresh (an `atomic_dir` temp dir); the weights file itself is
+    also written beside and renamed.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for m, f in modules.items():
-        tensors[f"{PREFIX}{m}.lora_A.weight"] = f.A.to(dtype).contiguous()
-        tensors[f"{PREFIX}{m}.lora_B.weight"] = (f.B.double() * f.scale).to(dtype).contiguous()
-    for name, t in (extra or {}).items():
-        tensors[f"{PREFIX}{name}"] = t.to(dtype).contiguous()
-    save_file(tensors, str(directory / WEIGHTS), metadata={"format": "pt"})
-    (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_weights(directory / WEIGHTS, modules.items(), list(modules), extra, dtype)
+    write_config(directory, config)

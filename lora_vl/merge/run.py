@@ -5,13 +5,15 @@ import functools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from lora_vl.artifacts import atomic_dir, atomic_write_json, fingerprint_files, make_manifest, write_manifest
 from lora_vl.merge import dense
 from lora_vl.merge.algebra import compress, weighted_sum
-from lora_vl.merge.io import CONFIG, WEIGHTS, AdapterFile, LoraFactors, MergeError, adapter_config, write_adapter
+from lora_vl.merge.io import (CONFIG, WEIGHTS, AdapterFile, LoraFactors, MergeError, adapter_config, write_config,
+                              write_weights)
 from lora_vl.merge.recipe import MergeRecipe
 from lora_vl.merge.schedule import coefficient, layer_index
 
@@ -107,8 +109,13 @@ def merge_dense(recipe: MergeRecipe, module: str, factors: list[LoraFactors | No
     return dense.factor_dense(M, rank, recipe.svd, recipe.svd_niter, seed=recipe.seed)
 
 
-def merge_modules(recipe: MergeRecipe, files: list[AdapterFile], result: MergeResult) -> None:
-    shapes = module_shapes(files)
+def merged_modules(recipe: MergeRecipe, files: list[AdapterFile], shapes: dict[str, tuple[int, int]],
+                   result: MergeResult) -> Iterator[tuple[str, LoraFactors]]:
+    """Merge module by module, yielding each result as it is made (stats go into `result`).
+
+    The inputs are read lazily per module, so a consumer that writes each module and drops it
+    (`merge_into`) holds one module of each input and of the output at a time.
+    """
     result.coefficients = module_coefficients(recipe, list(shapes))
     for m, shape in shapes.items():
         lams = result.coefficients[m]
@@ -119,9 +126,10 @@ def merge_modules(recipe: MergeRecipe, files: list[AdapterFile], result: MergeRe
             out, stats = merge_sum(recipe, factors, lams)
         else:
             out, stats = merge_dense(recipe, m, factors, lams, shape)
+        del factors
         if out is not None:
-            result.modules[m] = out
             result.module_stats[m] = _stats_dict(out.rank, stats)
+            yield m, out
 
 
 def _extra_source(recipe: MergeRecipe, files: list[AdapterFile]) -> list[tuple[float, AdapterFile]]:
@@ -169,18 +177,29 @@ def result_dtype(recipe: MergeRecipe, files: list[AdapterFile]) -> torch.dtype:
     return torch.float32 if torch.float32 in dtypes else dtypes[0]
 
 
-def merge(recipe: MergeRecipe, files: list[AdapterFile] | None = None) -> MergeResult:
-    """The merged adapter in memory (nothing written)."""
-    files = files if files is not None else open_inputs(recipe)
+def _begin(recipe: MergeRecipe, files: list[AdapterFile]) -> tuple[MergeResult, str | None]:
+    """Checks that need no tensor data, and the saved modules (small) merged first."""
     base = recipe.base_model or common_base(files)
     if recipe.base_model:
         common_base(files)  # an explicit base still requires the inputs to agree
     result = MergeResult({}, {}, {}, result_dtype(recipe, files))
-    merge_modules(recipe, files, result)
-    if not result.modules:
-        raise MergeError("merge result is empty: every coefficient is zero for every module")
     merge_extra(recipe, files, result)
-    result.config = adapter_config(files[0].config, result.modules, result.config.get("modules_to_save"), base)
+    return result, base
+
+
+def _finish(result: MergeResult, files: list[AdapterFile], base: str | None) -> None:
+    if not result.module_stats:
+        raise MergeError("merge result is empty: every coefficient is zero for every module")
+    ranks = {m: s["rank"] for m, s in result.module_stats.items()}
+    result.config = adapter_config(files[0].config, ranks, result.config.get("modules_to_save"), base)
+
+
+def merge(recipe: MergeRecipe, files: list[AdapterFile] | None = None) -> MergeResult:
+    """The merged adapter in memory (nothing written; `merge_into` streams to disk instead)."""
+    files = files if files is not None else open_inputs(recipe)
+    result, base = _begin(recipe, files)
+    result.modules = dict(merged_modules(recipe, files, module_shapes(files), result))
+    _finish(result, files, base)
     return result
 
 
@@ -207,16 +226,23 @@ def summary(result: MergeResult) -> dict:
             "min_kept_energy": min(s["kept_energy"] for s in result.module_stats.values())}
 
 
-def save(result: MergeResult, directory: Path, recipe: MergeRecipe, files: list[AdapterFile],
-         extra_fields: dict | None = None) -> dict:
-    """Adapter files + manifest (parents, coefficients) + per-module report into `directory`."""
-    write_adapter(directory, result.config, result.modules, result.extra, result.dtype)
+def merge_into(directory: Path, recipe: MergeRecipe, files: list[AdapterFile],
+               extra_fields: dict | None = None) -> MergeResult:
+    """Merge and write adapter files + manifest (parents, coefficients) + per-module report into
+    `directory`, streaming: each module is written as soon as it is merged, then dropped."""
+    result, base = _begin(recipe, files)
+    shapes = module_shapes(files)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_weights(directory / WEIGHTS, merged_modules(recipe, files, shapes, result), list(shapes),
+                  result.extra, result.dtype)
+    _finish(result, files, base)
+    write_config(directory, result.config)
     atomic_write_json(directory / REPORT, {"modules": result.module_stats, "coefficients": result.coefficients})
     manifest = make_manifest("merged_adapter", asdict(recipe), parents=parents(recipe, files),
                              method=recipe.method, base_model=result.config["base_model_name_or_path"],
                              summary=summary(result), **(extra_fields or {}))
     write_manifest(directory, manifest)
-    return manifest
+    return result
 
 
 def check_output(recipe: MergeRecipe, files: list[AdapterFile] | None = None) -> Path:
@@ -235,7 +261,6 @@ def run(recipe: MergeRecipe) -> Path:
     """Merge and write `recipe.output` atomically; returns the output directory."""
     out = check_output(recipe)
     files = open_inputs(recipe)
-    result = merge(recipe, files)
     with atomic_dir(out, overwrite=recipe.overwrite) as tmp:
-        save(result, tmp, recipe, files)
+        merge_into(tmp, recipe, files)
     return out

@@ -19,7 +19,7 @@ import yaml
 
 from lora_vl.artifacts import atomic_dir, atomic_write_json
 from lora_vl.merge.recipe import MergeRecipe
-from lora_vl.merge.run import check_output, merge, open_inputs, save
+from lora_vl.merge.run import check_output, merge_into, open_inputs
 from lora_vl.recipe import RecipeError, apply_override, build, read_yaml
 
 INDEX = "sweep.json"
@@ -70,9 +70,9 @@ def run_sweep(data: dict, grid: dict[str, list[Any]], where: str) -> Path:
     with atomic_dir(out, overwrite=base.overwrite) as tmp:
         for i, (values, recipe) in enumerate(zip(points, recipes)):
             files = open_inputs(recipe, cache)
-            result = merge(recipe, files)
             name = Path(recipe.output).name
-            save(result, tmp / name, recipe, files, {"sweep": {"index": i, "values": values, "dir": str(out)}})
+            result = merge_into(tmp / name, recipe, files,
+                                {"sweep": {"index": i, "values": values, "dir": str(out)}})
             index["points"].append({"name": name, "path": str(Path(recipe.output).resolve()), "values": values,
                                     "weights": recipe.input_weights, "inputs": recipe.input_names,
                                     "method": recipe.method, "base_model": result.config["base_model_name_or_path"]})

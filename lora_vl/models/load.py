@@ -47,7 +47,7 @@ def _config(base: str, revision: str | None):
         raise OSError(f"could not load model {base!r} as a {where}: {e}") from e
 
 
-def _load(cls, name: str, quantization: str, revision: str | None, device):
+def load_pretrained(cls, name: str, quantization: str, revision: str | None, device):
     """`cls.from_pretrained` under the kit's one loading policy (dtype, 4-bit, attention)."""
     if quantization not in ("4bit", "none"):
         raise ValueError(f"quantization {quantization!r}: expected '4bit' or 'none'")
@@ -68,7 +68,7 @@ def load_vlm(base: str, *, quantization: str = "4bit", revision: str | None = No
     if cfg.model_type != "llava":
         raise ValueError(f"{base}: model_type is {cfg.model_type!r}, expected a 'llava' checkpoint "
                          f"(compose one with `lora-vl compose` or `lora-vl adapt`)")
-    model = _load(LlavaForConditionalGeneration, base, quantization, revision, device)
+    model = load_pretrained(LlavaForConditionalGeneration, base, quantization, revision, device)
     return model, LlavaProcessor.from_pretrained(str(base), revision=revision)
 
 
@@ -78,7 +78,7 @@ def load_causal_lm(name: str, *, quantization: str = "none", revision: str | Non
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _config(str(name), revision)
-    model = _load(AutoModelForCausalLM, name, quantization, revision, device)
+    model = load_pretrained(AutoModelForCausalLM, name, quantization, revision, device)
     return model, AutoTokenizer.from_pretrained(str(name), revision=revision)
 
 

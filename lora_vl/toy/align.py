@@ -23,6 +23,6 @@ def align_lm(lm_dir: Path, data_file: Path, work_dir: Path, steps: int = 150, se
                       global_batch_size=16, save_every=steps, keep_checkpoints=1, seed=seed)
     res = train(model, [{"params": list(model.parameters()), "lr": cfg.lr}], data, cfg,
                 ckpt_dir=work_dir / "checkpoints", tb_dir=work_dir / "tb", fingerprint="toy-align",
-                desc="toy LM alignment", pad_id=tok.pad_token_id)
+                desc="toy LM alignment")
     model.save_pretrained(lm_dir)
     return res.final_loss

@@ -50,7 +50,7 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     res = train(model, [{"params": list(proj.parameters()), "lr": r.stage1.optim.lr}], data,
                 r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
                 tb_dir=Path(r.output_dir) / "tb/stage1", fingerprint=fp, desc="stage 1 (projector)",
-                pad_id=processor.tokenizer.pad_token_id, pixel_dtype=pixel_dtype(model))
+                pixel_dtype=pixel_dtype(model))
     with atomic_dir(out, overwrite=True) as tmp:
         L.save_projector(model, tmp / "projector.safetensors")
         write_stage_manifest(tmp, "projector", dataclasses.asdict(r), fingerprint=fp, base=str(base),
@@ -76,7 +76,7 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
     data = TrainSet(r.stage2.data, processor)
     res = train(model, groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
                 tb_dir=Path(r.output_dir) / "tb/stage2", fingerprint=fp, desc="stage 2 (LoRA + projector)",
-                pad_id=processor.tokenizer.pad_token_id, pixel_dtype=pixel_dtype(model))
+                pixel_dtype=pixel_dtype(model))
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp / "processor")

@@ -23,26 +23,6 @@ import torch.nn.functional as F
 from lora_vl.data.encode import IGNORE
 
 
-def split_pairs(batch: dict) -> dict:
-    """Rows of [chosen | rejected] halves (see preference.py) → 2B rows: all chosen, then all rejected."""
-    ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
-    halves = (mask.sum(1) // 2).tolist()
-    width = max(halves)
-    b = len(halves)
-    out_ids = torch.zeros((2 * b, width), dtype=ids.dtype, device=ids.device)
-    out_labels = torch.full((2 * b, width), IGNORE, dtype=labels.dtype, device=labels.device)
-    out_mask = torch.zeros((2 * b, width), dtype=mask.dtype, device=mask.device)
-    for row, h in enumerate(halves):
-        for k in (0, 1):  # 0: chosen, 1: rejected
-            out_ids[k * b + row, :h] = ids[row, k * h:(k + 1) * h]
-            out_labels[k * b + row, :h] = labels[row, k * h:(k + 1) * h]
-            out_mask[k * b + row, :h] = 1
-    out = {"input_ids": out_ids, "labels": out_labels, "attention_mask": out_mask}
-    if "pixel_values" in batch:  # image features are consumed in row order: chosen rows, then rejected
-        out["pixel_values"] = torch.cat([batch["pixel_values"]] * 2)
-    return out
-
-
 def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
     """Sum (or mean) of log p(token) over each row's labelled tokens; shape (rows,)."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -83,8 +63,8 @@ class DpoLoss:
         with torch.no_grad(), self.reference():
             return self.logps(model, pairs)
 
-    def __call__(self, model, batch: dict) -> torch.Tensor:
-        pairs = split_pairs(batch)
+    def __call__(self, model, pairs: dict) -> torch.Tensor:
+        """`pairs`: 2B rows from PairSet.collate — B chosen, then B rejected."""
         ref_c, ref_r = self.reference_logps(model, pairs)
         pol_c, pol_r = self.logps(model, pairs)
         return preference_loss(pol_c, pol_r, ref_c, ref_r, self.beta, self.loss_type, self.label_smoothing)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_vl.artifacts import atomic_dir
-from lora_vl.data.batching import collate, length_grouped_batches, random_batches
+from lora_vl.data.batching import length_grouped_batches, random_batches
 from lora_vl.train.config import OptimConfig
 
 
@@ -116,7 +116,7 @@ def to_device(batch: dict, device, dtype) -> dict:
 
 
 def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Path, tb_dir: Path,
-          fingerprint: str, desc: str, loss_fn: Callable = default_loss, pad_id: int = 0,
+          fingerprint: str, desc: str, loss_fn: Callable = default_loss,
           pixel_dtype=torch.float32) -> LoopResult:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -141,7 +141,7 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
     for step in range(start, sched.total_steps):
         step_loss, step_tokens, t_step = 0.0, 0, time.time()
         for k in range(sched.accum):
-            batch = collate([trainset[i] for i in sched.micro_batch(step * sched.accum + k)], pad_id)
+            batch = trainset.collate([trainset[i] for i in sched.micro_batch(step * sched.accum + k)])
             if batch is None:  # every record of this micro-batch was skipped as bad
                 continue
             batch = to_device(batch, device, pixel_dtype)

@@ -1,23 +1,18 @@
 """Preference pairs as a training set the shared loop can drive.
 
-A `TrainSet` of pairs: the first pass reads the recipe's sources (seeded subsets), checks every pair
-(images present, non-empty and distinct answers) and measures it; bad pairs stop the run or
-are skipped and counted, per `bad_records`.
-
-The loop collates items one row each, so a pair travels as ONE row: the chosen conversation
-and the rejected one, each right-padded to the pair's width, side by side. `dpo.split_pairs`
-cuts each row back in half. Padding inside a half sits after that half's real tokens, and a
-causal LM's log-probabilities of earlier tokens cannot see later ones, so it changes nothing.
+A `TrainSet` of pairs: the first pass reads the recipe's sources (seeded subsets), checks every
+pair (images present, non-empty and distinct answers) and measures it; bad pairs stop the run
+or are skipped and counted, per `bad_records`. A batch of B pairs collates to 2B rows — the B
+chosen conversations, then the B rejected ones — which `dpo.DpoLoss` splits in half.
 """
 from __future__ import annotations
 
 import random
 
-from tqdm.auto import tqdm
-
 from lora_vl.data.config import DataConfig
-from lora_vl.data.dataset import DataReport, TrainSet, draw_subset
-from lora_vl.data.encode import IGNORE, BadRecord, Encoded, encode_chat
+from lora_vl.data.batching import collate
+from lora_vl.data.dataset import TrainSet, draw_subset
+from lora_vl.data.encode import BadRecord, Encoded, encode_chat
 from lora_vl.data.safety_readers import PREFERENCE_READERS, PreferencePair
 from lora_vl.data.sample import open_image
 
@@ -40,37 +35,27 @@ def check_pair(p: PreferencePair) -> None:
         raise BadRecord(f"{p.where}: chosen and rejected responses are identical; nothing to prefer")
 
 
-def pair_row(chosen: Encoded, rejected: Encoded, pad_id: int) -> Encoded:
-    width = max(len(chosen.input_ids), len(rejected.input_ids))
-    ids, labels = [], []
-    for e in (chosen, rejected):
-        pad = width - len(e.input_ids)
-        ids += e.input_ids + [pad_id] * pad
-        labels += e.labels + [IGNORE] * pad
-    return Encoded(ids, labels, chosen.pixel_values, chosen.n_images)
-
-
 class PairSet(TrainSet):
     """TrainSet's admission, skip counting and item access, over pairs instead of samples."""
 
     def __init__(self, cfg: DataConfig, processor):
-        self.cfg, self.processor = cfg, processor
-        self.pad_id = processor.tokenizer.pad_token_id
-        self.report = DataReport()
-        self.samples: list[PreferencePair] = []
-        self.lengths: list[int] = []
-        for p in tqdm(read_pairs(cfg), desc="checking pairs", unit="pair", leave=False):
-            self._admit(p)
-        if not self.samples:
-            raise BadRecord(f"no usable preference pairs in the data mixture ({self.report.as_dict()})")
+        super().__init__(cfg, processor, records=read_pairs(cfg))
 
-    def encode(self, p: PreferencePair, with_pixels: bool = True) -> Encoded:
+    def encode(self, p: PreferencePair, with_pixels: bool = True) -> tuple[Encoded, Encoded]:
         check_pair(p)
         images = [open_image(i, p.where) for i in p.images] if with_pixels else [None] * len(p.images)
-        halves = []
-        for answer in (p.chosen, p.rejected):
-            messages = [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": answer}]
-            halves.append(encode_chat(self.processor, messages, images, max_length=self.cfg.max_length,
-                                      truncate=self.cfg.overlong == "truncate", where=p.where,
-                                      with_pixels=with_pixels))
-        return pair_row(*halves, self.pad_id)
+        return tuple(
+            encode_chat(self.processor, [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": answer}],
+                        images, max_length=self.cfg.max_length, truncate=self.cfg.overlong == "truncate",
+                        where=p.where, with_pixels=with_pixels)
+            for answer in (p.chosen, p.rejected))
+
+    def length(self, pair: tuple[Encoded, Encoded]) -> int:
+        return max(len(e.input_ids) for e in pair)
+
+    def collate(self, items: list) -> dict | None:
+        """B pairs → 2B rows: chosen rows first, then rejected rows (images in the same order)."""
+        items = [x for x in items if x is not None]
+        if not items:
+            return None
+        return collate([c for c, _ in items] + [r for _, r in items], self.pad_id)

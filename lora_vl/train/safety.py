@@ -159,7 +159,7 @@ def run_safety(r: SafetyRecipe) -> Path:
     res = train(model, L.param_groups(model, stage.optim.lr, None), data, stage.optim,
                 ckpt_dir=out / "checkpoints" / r.method, tb_dir=out / "tb" / r.method, fingerprint=fp,
                 desc=f"safety {r.method} (LoRA on frozen VL adapter)", loss_fn=loss_fn,
-                pad_id=processor.tokenizer.pad_token_id, pixel_dtype=pixel_dtype(model))
+                pixel_dtype=pixel_dtype(model))
     with atomic_dir(out / "adapter", overwrite=True) as tmp:
         model.save_pretrained(tmp, selected_adapters=[SAFETY])
         processor.save_pretrained(tmp / "processor")
