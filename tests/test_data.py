@@ -83,7 +83,7 @@ def test_length_grouping_reduces_padding():
     assert grouped == length_grouped_batches(lengths, 8, seed=0) != length_grouped_batches(lengths, 8, seed=1)
 
 
-def test_missing_and_corrupt_images_are_named(tmp_path, proc):
+def test_missing_and_corrupt_images_are_named(tmp_path, proc, capsys):
     path = llava_file(tmp_path, [GOOD, dict(GOOD, id="r2", image="gone.png"), dict(GOOD, id="r3", image="bad.png")])
     (tmp_path / "bad.png").write_bytes(b"not a png at all")
     cfg = DataConfig(sources=[DataSource(format="llava_json", path=str(path))])
@@ -95,6 +95,7 @@ def test_missing_and_corrupt_images_are_named(tmp_path, proc):
     report = data.report.as_dict()
     assert report["skipped_bad"] == {str(path): 2}
     assert any("bad.png is corrupt" in e for e in report["skip_examples"])
+    assert "using 1 records; skipped 2 bad" in capsys.readouterr().out   # reported, not silent
 
 
 def test_bad_conversations_are_named(tmp_path, proc):

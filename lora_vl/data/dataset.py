@@ -79,6 +79,11 @@ class TrainSet:
             self._admit(s)
         if not self.samples:
             raise BadRecord(f"no usable records in the data mixture ({self.report.as_dict()})")
+        skipped = sum(self.report.skipped.values())
+        if skipped or self.report.dropped_overlong:  # never silently: say it now, detail in the manifest
+            tqdm.write(f"data: using {len(self.samples)} records; skipped {skipped} bad, dropped "
+                       f"{self.report.dropped_overlong} over max_length {cfg.max_length} "
+                       f"(first: {self.report.examples[0] if self.report.examples else '-'})")
 
     def _admit(self, s: Sample) -> None:
         try:

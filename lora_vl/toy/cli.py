@@ -17,7 +17,8 @@ def build_world(out: str | Path, arch: str = "llama", vision: str = "clip", hidd
                 layers: int = 2, seed: int = 0, force: bool = False) -> Path:
     """Idempotent: an existing world built with the same settings is reused."""
     out = Path(out)
-    settings = {"arch": arch, "vision": vision, "hidden": hidden, "layers": layers, "seed": seed, "safety": 1}
+    settings = {"arch": arch, "vision": vision, "hidden": hidden, "layers": layers, "seed": seed,
+                "safety": 1, "data_version": 2}  # bump data_version when the world's data changes
     if (out / MANIFEST).exists() and not force:
         import json
 

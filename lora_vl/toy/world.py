@@ -61,6 +61,17 @@ def alignment_chats(rng: random.Random, n_benign: int) -> list[dict]:
     return out
 
 
+MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."  # LLaVA-1.5's MC format
+
+
+def multiple_choice(rec_id: str, rel: str, shape: str, rng: random.Random) -> dict:
+    """A shape question with shuffled lettered options, answered by the letter alone."""
+    options = rng.sample(SHAPES, len(SHAPES))
+    lines = "\n".join(f"{'ABC'[i]}. {o}" for i, o in enumerate(options))
+    return {"id": rec_id, "image": rel, "conversations": _conv(
+        f"<image>\nWhat shape is in the image?\n{lines}\n{MC_INSTRUCTION}", "ABC"[options.index(shape)])}
+
+
 def build_world_data(out: str | Path, image_size: int = 32, copies: int = 4, seed: int = 0) -> dict[str, Path]:
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -78,6 +89,7 @@ def build_world_data(out: str | Path, image_size: int = 32, copies: int = 4, see
                 instruct.append({"id": f"inst-{color}-{shape}-{k}", "image": rel, "conversations": _conv(
                     "<image>\nWhat shape is in the image?", f"It is a {shape}.",
                     "What color is it?", f"It is {color}.")})
+                instruct.append(multiple_choice(f"mc-{color}-{shape}-{k}", rel, shape, rng))
     instruct += text_chats(rng, len(instruct) // 3)
     files = {"pretrain": out / "pretrain.json", "instruct": out / "instruct.json", "align": out / "align.json"}
     files["pretrain"].write_text(json.dumps(pretrain, indent=1))
