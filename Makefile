@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report test bench clean
+.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report study test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,18 @@ eval: adapt  ## the offline evaluation suite on the VL-adapted toy model
 
 report: eval  ## side-by-side table and safety-vs-helpfulness plot of evaluated runs
 	$(BIN)/lora-vl report outputs/toy/eval/results.json --out outputs/toy/report
+
+TOY_EVAL = $(BIN)/lora-vl eval eval/toy.yaml
+study: merge  ## the study's comparison on the toy world: LLM, VL-adapted, +safety, merged
+	$(TOY_EVAL) --model outputs/toy/world/models/lm-llama --out outputs/toy/study/1_llm
+	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt/adapter --out outputs/toy/study/2_vl
+	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt/adapter \
+	    --adapter outputs/toy/safety/adapter --out outputs/toy/study/3_vl_safety
+	$(BIN)/lora-vl merge recipes/merge/toy.yaml output=outputs/toy/study/merge_sweep overwrite=true \
+	    --sweep inputs.1.weight=0.25,0.5
+	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/study/merge_sweep/p000_inputs.1.weight=0.25 --out outputs/toy/study/4_merge_0.25
+	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/study/merge_sweep/p001_inputs.1.weight=0.5 --out outputs/toy/study/5_merge_0.5
+	$(BIN)/lora-vl report outputs/toy/study/*/results.json --out outputs/toy/study/report
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

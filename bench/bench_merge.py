@@ -3,23 +3,33 @@
   python bench/bench_merge.py                       # full: 32 layers, r=128 + r=64, all cases
   python bench/bench_merge.py --layers 2 --peft-layers 1   # quick reduced run
 
-Each case runs in a fresh subprocess; time is wall-clock of the whole merge (read, merge,
-write), memory is that process's peak RSS (ru_maxrss: includes the torch import and the
-mmap'd input pages it touched). The PEFT comparison builds a Llama with 7B-shaped layers but
-only --peft-layers layers, loads the same LoRA weights, and times add_weighted_adapter.
+The parent process imports no torch: adapter writing, every merge case and the PEFT comparison
+each run in a fresh child (subprocess, fork+exec). Time is wall-clock of the whole merge (read,
+merge, write, fsync). Memory, two ways:
+  vmhwm_mb     VmHWM from /proc/self/status read inside the child at the end: the peak RSS of the
+               exec'd image only (the fork-time copy of the parent is not counted).
+  ru_maxrss_mb the child's ru_maxrss from os.wait4 in the parent; it also covers the pre-exec
+               fork of the parent, which is small here (no torch in the parent).
+Both count resident pages of mmap'd input files that the child touched (RssFile, clean page
+cache that the kernel can drop); rss_anon_peak_mb is the anonymous part alone, sampled every 10 ms
+by a thread (so it can miss a peak shorter than that). Page cache used by write() is not in RSS.
+The inputs are in the page cache (just written) unless --cold, which drops them
+(posix_fadvise DONTNEED) before each case. The PEFT comparison builds a Llama with 7B-shaped
+layers but only --peft-layers layers, loads the same LoRA weights, and times
+add_weighted_adapter per module (a wrapper around PEFT's per-module SVD method).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-
-import torch
 
 HIDDEN, INTER = 4096, 11008
 SHAPES = {"self_attn.q_proj": (HIDDEN, HIDDEN), "self_attn.k_proj": (HIDDEN, HIDDEN),
@@ -34,6 +44,7 @@ def module_names(layers: int) -> list[str]:
 
 def make_adapter(path: Path, layers: int, r: int, seed: int) -> None:
     """Random 7B-shaped adapter (B not zero, scaled like a trained one) written with safetensors."""
+    import torch
     from safetensors.torch import save_file
     g = torch.Generator().manual_seed(seed)
     tensors = {}
@@ -48,29 +59,66 @@ def make_adapter(path: Path, layers: int, r: int, seed: int) -> None:
     (path / "adapter_config.json").write_text(json.dumps(cfg))
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def proc_status() -> dict[str, float]:
+    """VmHWM / VmRSS / RssAnon / RssFile of this process in MB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(val.split()[0]) / 1024
+    return out
+
+
+class AnonPeak(threading.Thread):
+    """Samples RssAnon every 10 ms (the anonymous part of RSS, without mmap'd file pages)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.stop = 0.0, threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.01):
+            self.peak = max(self.peak, proc_status()["RssAnon"])
 
 
 def run_case(case: str, work: Path, rank: int) -> dict:
     """One merge case in this (fresh) process."""
+    import torch
     from lora_vl.merge.recipe import MergeRecipe
     from lora_vl.merge.run import run
     from lora_vl.recipe import build
-    rss0 = peak_rss_mb()
+    before = proc_status()
     params = {"sum": {}, "compress": {"rank": rank}, "ties": {"method": "ties", "rank": rank, "density": 0.5},
               "dare": {"method": "dare", "rank": rank, "density": 0.5}}[case]
     recipe = build(MergeRecipe, {"inputs": [{"path": str(work / "a")}, {"path": str(work / "b")}],
                                  "output": str(work / f"out_{case}"), "overwrite": True, **params})
+    shutil.rmtree(recipe.output, ignore_errors=True)  # time the merge, not the removal of a previous output
+    sampler = AnonPeak()
+    sampler.start()
     t0 = time.perf_counter()
     out = run(recipe)
     secs = time.perf_counter() - t0
+    sampler.stop.set()
+    end = proc_status()
     summary = json.loads((out / "manifest.json").read_text())["summary"]
-    return {"case": case, "seconds": secs, "peak_rss_mb": peak_rss_mb(), "rss_after_import_mb": rss0, **summary}
+    size = (out / "adapter_model.safetensors").stat().st_size
+    return {"case": case, "seconds": round(secs, 2), "vmhwm_mb": end["VmHWM"],
+            "rss_anon_peak_mb": max(sampler.peak, end["RssAnon"]), "rss_file_end_mb": end["RssFile"],
+            "rss_after_import_mb": before["VmRSS"], "output_mb": size / 2 ** 20,
+            "torch_threads": torch.get_num_threads(), **summary}
 
 
 def peft_compare(work: Path, peft_layers: int, rank: int, methods: list[str]) -> list[dict]:
-    """Per module: our factor-space compression vs PEFT add_weighted_adapter, same LoRA weights."""
+    """Per module: ours vs PEFT add_weighted_adapter on the same LoRA weights, in this one process.
+
+    svd: ours = exact concatenated sum + factor-space compression (algebra.compress); PEFT = dense
+    ΔW, full LAPACK SVD (its defaults: full_matrices=True, driver None). ties_svd: ours = dense TIES
+    (dense.ties) + dense.factor_dense (randomized SVD, as `lora-vl merge method=ties` runs it); PEFT =
+    its ties + full SVD. Errors: ||ref − result||_F / ||ref||_F with ref the dense Σ (svd) or our dense
+    TIES result (ties_svd), computed in float64.
+    """
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
     from lora_vl.merge import dense
@@ -94,12 +142,22 @@ def peft_compare(work: Path, peft_layers: int, rank: int, methods: list[str]) ->
                 fac = f.factors(m)
                 lora_layers[m].lora_A[name].weight.copy_(fac.A)
                 lora_layers[m].lora_B[name].weight.copy_(fac.B)
+    # Time PEFT per module: wrap its per-module method (called once per LoRA layer).
+    names = {id(layer): m for m, layer in lora_layers.items()}
+    peft_secs: dict[str, float] = {}
+    inner = pm.base_model._svd_generalized_task_arithmetic_weighted_adapter
+
+    def timed(combination_type, adapters, weights, new_rank, target, *args, **kw):
+        t0 = time.perf_counter()
+        out = inner(combination_type, adapters, weights, new_rank, target, *args, **kw)
+        peft_secs[names[id(target)]] = time.perf_counter() - t0
+        return out
+    pm.base_model._svd_generalized_task_arithmetic_weighted_adapter = timed
     rows = []
     for method in methods:
-        t0 = time.perf_counter()
+        peft_secs.clear()
         pm.add_weighted_adapter(["a", "b"], [1.0, 1.0], f"m_{method}", combination_type=method, svd_rank=rank,
                                 density=0.5)
-        peft_secs = (time.perf_counter() - t0) / len(mods)
         for m in mods:
             A, B = fa.factors(m), fb.factors(m)
             t0 = time.perf_counter()
@@ -109,13 +167,37 @@ def peft_compare(work: Path, peft_layers: int, rank: int, methods: list[str]) ->
                 ref_dense = dense.ties([A.delta(torch.float32), B.delta(torch.float32)], [1.0, 1.0], 0.5)
                 ours, stats = dense.factor_dense(ref_dense, rank)
             ours_secs = time.perf_counter() - t0
-            ref = (A.delta(torch.float32) + B.delta(torch.float32)) if method == "svd" else ref_dense
-            peft_delta = lora_layers[m].get_delta_weight(f"m_{method}")
+            ref = (A.delta() + B.delta()) if method == "svd" else ref_dense.double()
+            with torch.no_grad():
+                peft_delta = lora_layers[m].get_delta_weight(f"m_{method}").double()
             err = lambda d: (torch.linalg.norm(ref - d) / torch.linalg.norm(ref)).item()  # noqa: E731
-            rows.append({"method": method, "module": m, "peft_s_per_module_avg": peft_secs, "ours_s": ours_secs,
-                         "peft_rel_err": err(peft_delta), "ours_rel_err": err(ours.delta(torch.float32)),
-                         "ours_reported_err": stats.rel_error})
+            rows.append({"method": method, "module": m, "shape": list(SHAPES[m.split(".", 3)[3]]),
+                         "peft_s": round(peft_secs[m], 3), "ours_s": round(ours_secs, 3),
+                         "speedup": round(peft_secs[m] / ours_secs, 1), "peft_rel_err": err(peft_delta),
+                         "ours_rel_err": err(ours.delta()), "ours_reported_err": stats.rel_error})
     return rows
+
+
+def child(args: list[str]) -> tuple[list[str], dict]:
+    """Run this script with `args` in a fresh process; its stdout lines and its rusage (os.wait4)."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    lines = proc.stdout.read().splitlines()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise SystemExit(f"child {args} failed with exit code {proc.returncode}")
+    return lines, {"ru_maxrss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def drop_cache(paths: list[Path]) -> None:
+    """Drop the clean page cache of these files (no root needed), so the next read is from disk."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def main() -> int:
@@ -128,24 +210,43 @@ def main() -> int:
     p.add_argument("--peft-layers", type=int, default=1, help="layers of the PEFT comparison model (0: skip)")
     p.add_argument("--peft-methods", default="svd,ties_svd")
     p.add_argument("--workdir", default=None, help="where adapters are written (default: a temp dir)")
+    p.add_argument("--reuse", action="store_true", help="keep adapters already in --workdir")
+    p.add_argument("--cold", action="store_true", help="drop the inputs' page cache before each case")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case here
+    p.add_argument("--make", default=None, help=argparse.SUPPRESS)  # internal: write adapter <name>:<r>:<seed>
+    p.add_argument("--peft", action="store_true", help=argparse.SUPPRESS)  # internal: the PEFT comparison
     a = p.parse_args()
-    if a.case:
-        print(json.dumps(run_case(a.case, Path(a.workdir), a.rank)))
+    if a.case or a.make or a.peft:
+        import torch
+        torch.set_num_threads(os.cpu_count() or 1)
+        if a.case:
+            print(json.dumps(run_case(a.case, Path(a.workdir), a.rank)))
+        elif a.make:
+            name, r, seed = a.make.split(":")
+            make_adapter(Path(a.workdir) / name, a.layers, int(r), int(seed))
+        else:
+            for row in peft_compare(Path(a.workdir), a.peft_layers, a.rank, a.peft_methods.split(",")):
+                print(json.dumps(row), flush=True)
         return 0
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bench_merge_"))
     t0 = time.perf_counter()
-    make_adapter(work / "a", a.layers, a.r1, 1)
-    make_adapter(work / "b", a.layers, a.r2, 2)
-    print(f"# adapters: {a.layers} layers, r={a.r1} and r={a.r2}, written in {time.perf_counter() - t0:.1f}s "
-          f"to {work}; torch threads {torch.get_num_threads()}")
-    for case in a.cases.split(","):
-        res = subprocess.run([sys.executable, __file__, "--case", case, "--workdir", str(work), "--rank", str(a.rank)],
-                             capture_output=True, text=True, check=True)
-        print(res.stdout.strip().splitlines()[-1], flush=True)
+    for name, r, seed in (("a", a.r1, 1), ("b", a.r2, 2)):
+        if not (a.reuse and (work / name / "adapter_model.safetensors").exists()):
+            child(["--make", f"{name}:{r}:{seed}", "--workdir", str(work), "--layers", str(a.layers)])
+    print(f"# adapters: {a.layers} layers, r={a.r1} and r={a.r2}, ready in {time.perf_counter() - t0:.1f}s "
+          f"in {work}; {os.cpu_count()} CPUs; inputs {'cold (cache dropped)' if a.cold else 'in page cache'}",
+          flush=True)
+    for case in filter(None, a.cases.split(",")):
+        if a.cold:
+            drop_cache([work / n / "adapter_model.safetensors" for n in "ab"])
+        lines, usage = child(["--case", case, "--workdir", str(work), "--rank", str(a.rank)])
+        print(json.dumps({**json.loads(lines[-1]), **usage}), flush=True)
     if a.peft_layers:
-        for row in peft_compare(work, a.peft_layers, a.rank, a.peft_methods.split(",")):
-            print(json.dumps(row), flush=True)
+        lines, usage = child(["--peft", "--workdir", str(work), "--rank", str(a.rank), "--peft-layers",
+                              str(a.peft_layers), "--peft-methods", a.peft_methods])
+        for line in lines:
+            print(line, flush=True)
+        print(json.dumps({"peft_compare": usage}), flush=True)
     return 0
 
 

@@ -31,3 +31,16 @@ def test_compose_stage_writes_a_llava_checkpoint(tiny_parts, tmp_path):
     with pytest.raises(ValueError, match="holds a Llava composed from"):
         main(["compose", "--lm", str(parts["lm"]), "--vision", str(parts["vision"]), "--out", str(out),
               "--dtype", "float32", "--chat-template", "tulu2"])
+
+
+def test_rebuilt_lm_is_not_mistaken_for_the_composed_one(tiny_parts, tmp_path):
+    import shutil
+
+    lm = shutil.copytree(tiny_parts[("llama", "clip")]["lm"], tmp_path / "lm")
+    args = ["compose", "--lm", str(lm), "--vision", str(tiny_parts[("llama", "clip")]["vision"]),
+            "--out", str(tmp_path / "base"), "--dtype", "float32"]
+    assert main(args) == 0
+    weights = lm / "model.safetensors"
+    weights.write_bytes(weights.read_bytes())   # rebuilt in place: same path, new file
+    with pytest.raises(ValueError, match="rebuilt counts as different"):
+        main(args)

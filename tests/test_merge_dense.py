@@ -87,3 +87,13 @@ def test_factor_dense_reports_true_error_exact_and_randomized():
         assert f.rank == 20 and stats.rel_error == pytest.approx(true, rel=1e-3, abs=1e-6)
     full, stats = factor_dense(M, 150, svd="exact")
     torch.testing.assert_close(full.delta().float(), M, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_trim_threshold_is_exact_with_ties(dtype):
+    """The partition-based threshold equals the full-sort definition, ties at the threshold kept."""
+    from lora_vl.merge.dense import trim_magnitude
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randint(-6, 7, (37, 23), generator=g).double() / 4).to(dtype)  # many equal magnitudes
+    for density in (0.1, 0.5, 0.77, 1.0):
+        assert torch.equal(trim_magnitude(t, density), trim(t, density))

@@ -85,3 +85,22 @@ def test_stages_train_what_they_say(tiny_parts, toy_world, tmp_path):
     base_vis = base.model.vision_tower.state_dict()
     for k, v in tuned.base_model.model.model.vision_tower.state_dict().items():
         assert torch.equal(v, base_vis[k]), k
+
+
+def test_changed_inputs_are_not_mistaken_for_a_finished_run(tiny_parts, toy_world, tmp_path):
+    """A finished stage is reused only for the same recipe AND the same data and base files."""
+    import json
+    import shutil
+
+    world = {k: tmp_path / f"{k}.json" for k in ("pretrain", "instruct")}
+    for k, p in world.items():
+        shutil.copy(toy_world[k], p)
+        shutil.copytree(toy_world[k].parent / "images", tmp_path / "images", dirs_exist_ok=True)
+    steps = dict(stage1__optim__max_steps=1, stage2__optim__max_steps=1)
+    recipe = load_recipe(AdaptRecipe, adapt_recipe(tmp_path, tiny_parts[("llama", "clip")], world, **steps))
+    run_adapt(recipe)
+    assert run_adapt(recipe) == tmp_path / "run/adapter"        # same inputs: reused
+    records = json.loads(world["pretrain"].read_text())
+    world["pretrain"].write_text(json.dumps(records[::-1]))      # same recipe, other data
+    with pytest.raises(FileExistsError, match="stage1: already holds the result of a different recipe"):
+        run_adapt(recipe)

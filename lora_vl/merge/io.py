@@ -74,7 +74,11 @@ def _check_finite(t: torch.Tensor, where: str) -> torch.Tensor:
 class AdapterFile:
     """A lazily read adapter dir: the config and the key index are read at once, tensors on demand.
 
-    Lazy so that merging 7B-sized adapters holds only one module of each input at a time.
+    Lazy so that merging 7B-sized adapters holds only one module of each input at a time. Each
+    read opens the file anew: safetensors maps the whole file per handle and the pages a read
+    touches stay resident (and in RSS) as long as that handle or a tensor from it lives, so a
+    long-lived handle would end up holding every input in RSS. The index (shapes, dtypes) is
+    read from the header once.
     """
 
     def __init__(self, path: str | Path):
@@ -87,11 +91,12 @@ class AdapterFile:
                 if (self.path / "adapter_model.bin").exists() else ""
             raise MergeError(f"{self.weights_path}: adapter weights file is missing{bin_hint}")
         try:
-            self._file = safe_open(str(self.weights_path), framework="pt")
-            keys = list(self._file.keys())
+            with safe_open(str(self.weights_path), framework="pt") as f:
+                self._shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                self._dtypes = {k: f.get_slice(k).get_dtype() for k in self._shapes}
         except (SafetensorError, OSError, ValueError) as e:
             raise MergeError(f"{self.weights_path}: not a readable safetensors file: {e}") from e
-        self._index(keys)
+        self._index(list(self._shapes))
 
     def _read_config(self) -> dict:
         cfg_path = self.path / CONFIG
@@ -138,12 +143,13 @@ class AdapterFile:
     def base_model(self) -> str | None:
         return self.config.get("base_model_name_or_path")
 
-    def _tensor(self, key: str) -> torch.Tensor:
+    def _tensors(self, *keys: str) -> list[torch.Tensor]:
         try:
-            t = self._file.get_tensor(key)
+            with safe_open(str(self.weights_path), framework="pt") as f:
+                ts = [f.get_tensor(k) for k in keys]
         except (SafetensorError, OSError) as e:
-            raise MergeError(f"{self.weights_path}: cannot read {key!r}: {e}") from e
-        return _check_finite(t, f"{self.weights_path}: {key!r}")
+            raise MergeError(f"{self.weights_path}: cannot read {', '.join(map(repr, keys))}: {e}") from e
+        return [_check_finite(t, f"{self.weights_path}: {k!r}") for k, t in zip(keys, ts)]
 
     def module_scale(self, module: str, rank: int) -> float:
         """PEFT's scaling for this module: alpha/r, or alpha/sqrt(r) with rsLoRA."""
@@ -160,8 +166,7 @@ class AdapterFile:
     def factors(self, module: str) -> LoraFactors:
         if module not in self._parts:
             raise MergeError(f"{self.path}: no LoRA module {module!r}")
-        A = self._tensor(self._parts[module]["A"])
-        B = self._tensor(self._parts[module]["B"])
+        A, B = self._tensors(self._parts[module]["A"], self._parts[module]["B"])
         if A.dim() != 2 or B.dim() != 2 or B.shape[1] != A.shape[0]:
             raise MergeError(f"{self.weights_path}: module {module!r} has lora_A {tuple(A.shape)} and "
                              f"lora_B {tuple(B.shape)}; expected (r, in) and (out, r)")
@@ -169,8 +174,7 @@ class AdapterFile:
 
     def module_shape(self, module: str) -> tuple[int, int]:
         """(out, in) from the file header only, without reading the tensors."""
-        a = self._file.get_slice(self._parts[module]["A"]).get_shape()
-        b = self._file.get_slice(self._parts[module]["B"]).get_shape()
+        a, b = self._shapes[self._parts[module]["A"]], self._shapes[self._parts[module]["B"]]
         return (b[0], a[-1])
 
     @property
@@ -179,10 +183,10 @@ class AdapterFile:
         if not self._parts:
             return torch.float32
         key = next(iter(self._parts.values()))["A"]
-        return _ST_DTYPES.get(self._file.get_slice(key).get_dtype(), torch.float32)
+        return _ST_DTYPES.get(self._dtypes[key], torch.float32)
 
     def extra(self, name: str) -> torch.Tensor:
-        return self._tensor(self.extra_keys[name])
+        return self._tensors(self.extra_keys[name])[0]
 
     def load(self) -> Adapter:
         return Adapter(dict(self.config), {m: self.factors(m) for m in self.modules},

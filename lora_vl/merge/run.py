@@ -221,7 +221,7 @@ def parents(recipe: MergeRecipe, files: list[AdapterFile]) -> list[dict]:
 
 def summary(result: MergeResult) -> dict:
     errs = [s["rel_error"] for s in result.module_stats.values()]
-    return {"modules": len(result.modules), "max_rank": max(s["rank"] for s in result.module_stats.values()),
+    return {"modules": len(result.module_stats), "max_rank": max(s["rank"] for s in result.module_stats.values()),
             "max_rel_error": max(errs), "mean_rel_error": sum(errs) / len(errs),
             "min_kept_energy": min(s["kept_energy"] for s in result.module_stats.values())}
 

@@ -17,8 +17,8 @@ from lora_vl.models.load import load_vlm
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
 from lora_vl.train.loop import train
-from lora_vl.train.stage import (data_provenance, ensure_base, finished, pixel_dtype, stage_fingerprint,
-                                 stage_main, write_stage_manifest)
+from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype,
+                                 stage_fingerprint, stage_main, write_stage_manifest)
 
 
 @dataclass
@@ -38,7 +38,7 @@ class AdaptRecipe:
 def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     from lora_vl.data.dataset import TrainSet
 
-    fp = stage_fingerprint(r.model, r.stage1, str(base))
+    fp = stage_fingerprint(r.model, r.stage1, str(base), local_stamp(base), data_provenance(r.stage1.data))
     if finished(out, fp):
         print(f"stage 1 already complete: {out}")
         return out / "projector.safetensors"
@@ -62,7 +62,8 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
 def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Path:
     from lora_vl.data.dataset import TrainSet
 
-    fp = stage_fingerprint(r.model, r.lora, r.stage2, str(base), str(projector))
+    fp = stage_fingerprint(r.model, r.lora, r.stage2, str(base), local_stamp(base), str(projector),
+                           local_stamp(projector), data_provenance(r.stage2.data))
     if finished(out, fp):
         print(f"stage 2 already complete: {out}")
         return out

@@ -32,8 +32,8 @@ from lora_vl.models.load import attach_adapters, load_vlm
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig, StageConfig
 from lora_vl.train.loop import default_loss, train
-from lora_vl.train.stage import (data_provenance, ensure_base, finished, pixel_dtype, stage_fingerprint,
-                                 stage_main, write_stage_manifest)
+from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype,
+                                 stage_fingerprint, stage_main, write_stage_manifest)
 
 SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the output folder
 
@@ -150,8 +150,8 @@ def run_safety(r: SafetyRecipe) -> Path:
     base = ensure_base(r.model, out)
     parent = check_parent(r.parent, base)
     stage = getattr(r, r.method)
-    fp = stage_fingerprint(r.model, r.lora, stage, r.method, str(base), str(parent),
-                           fingerprint_files([parent / "adapter_model.safetensors"]))
+    fp = stage_fingerprint(r.model, r.lora, stage, r.method, str(base), local_stamp(base), str(parent),
+                           fingerprint_files([parent / "adapter_model.safetensors"]), data_provenance(stage.data))
     if finished(out / "adapter", fp):
         print(f"safety adapter already complete: {out / 'adapter'}")
         return out / "adapter"

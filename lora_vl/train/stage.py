@@ -1,12 +1,11 @@
 """What every training stage shares: the base checkpoint, data provenance, artifact checks."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from pathlib import Path
-
-import argparse
 import sys
+from pathlib import Path
 
 from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj, make_manifest, write_manifest
 from lora_vl.data.config import DataConfig
@@ -19,6 +18,17 @@ def compose_spec(model: ModelConfig) -> dict:
     return {k: getattr(model, k) for k in keys}
 
 
+def local_stamp(path) -> str | None:
+    """Identity of a local file or folder: names, sizes and modification times (cheap, and
+    changed by any rebuild). A hub id is pinned by its revision instead, so it stamps as None."""
+    if path is None or not Path(path).exists():
+        return None
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return fingerprint_obj([(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size,
+                             f.stat().st_mtime_ns) for f in files])
+
+
 def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
     """The Llava checkpoint a run trains on: given, or composed once and reused."""
     if model.base is not None:
@@ -27,15 +37,17 @@ def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
 
     base_dir = Path(model.base_dir) if model.base_dir else output_dir / "base"
     spec = compose_spec(model)
+    wanted = {**spec, "sources": {"lm": local_stamp(model.lm), "vision": local_stamp(model.vision)}}
     if (base_dir / MANIFEST).is_file():
         made = json.loads((base_dir / MANIFEST).read_text()).get("compose")
-        if made != spec:
+        if made != wanted:
             raise ValueError(f"{base_dir}: holds a Llava composed from {made}, but the recipe asks for "
-                             f"{spec}; set model.base_dir to another folder")
+                             f"{wanted} (a local LM or encoder that was rebuilt counts as different); "
+                             "set model.base_dir to another folder or remove it")
         return base_dir
     llava, processor = compose(ComposeSpec(**spec))
     save_composed(llava, processor, base_dir,
-                  make_manifest("base", recipe={}, compose=spec))
+                  make_manifest("base", recipe={}, compose=wanted))
     print(f"composed Llava base checkpoint at {base_dir}")
     return base_dir
 
@@ -46,6 +58,8 @@ def data_provenance(data: DataConfig) -> list[dict]:
         entry = {"format": src.format, "path": src.path, "revision": src.revision}
         if Path(src.path).is_file():
             entry["sha256"] = fingerprint_files([src.path])  # the JSON; image bytes not hashed
+        elif Path(src.path).is_dir():
+            entry["stamp"] = local_stamp(src.path)  # a saved dataset folder
         out.append(entry)
     return out
 
