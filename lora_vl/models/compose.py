@@ -23,6 +23,7 @@ from transformers import (
     SiglipVisionModel,
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+from transformers.utils import logging as hf_logging
 
 from lora_vl.data.templates import resolve_template
 
@@ -70,7 +71,14 @@ def load_vision_tower(vision: str, revision: str | None, dtype) -> torch.nn.Modu
     if cls is None:
         raise ValueError(f"vision encoder {vision!r}: model_type {cfg.model_type!r} is not supported; "
                          f"expected one of {sorted(VISION_CLASSES)}")
-    return cls.from_pretrained(vision, revision=revision, dtype=dtype, use_safetensors=True)
+    # hub CLIP/SigLIP checkpoints are dual encoders: the text half is dropped on purpose, so
+    # silence transformers' report of its "unexpected" weights (real problems still raise)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return cls.from_pretrained(vision, revision=revision, dtype=dtype, use_safetensors=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def add_image_token(tokenizer, model) -> int:
