@@ -158,3 +158,17 @@ def test_failed_write_leaves_previous_artifact(tmp_path):
     assert (final / "f").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["art"]
     shutil.rmtree(final)
+
+
+def test_image_corrupt_past_its_header_is_caught_at_batch_time(tmp_path, proc):
+    path = llava_file(tmp_path, [GOOD, dict(GOOD, id="r2", image="trunc.png")])
+    good = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(good[: len(good) // 2])   # valid header, data cut off
+    cfg = DataConfig(sources=[DataSource(format="llava_json", path=str(path))])
+    data = TrainSet(cfg, proc)                       # the header check admits it
+    bad = next(i for i, s in enumerate(data.samples) if s.id == "r2")
+    with pytest.raises(BadRecord, match=r"record 'r2'.*trunc.png is corrupt"):
+        data[bad]
+    cfg.bad_records = "skip"
+    data = TrainSet(cfg, proc)
+    assert data[bad] is None and data.report.skipped == {str(path): 1}

@@ -22,6 +22,16 @@ class Sample:
         return f"{self.source} record {self.id!r}"
 
 
+def check_image_header(image, where: str) -> None:
+    path = Path(image)
+    if not path.is_file():
+        raise BadRecord(f"{where}: image file {path} not found")
+    try:
+        Image.open(path).close()  # lazy: reads the header only
+    except Exception as e:  # PIL raises several types for bad files
+        raise BadRecord(f"{where}: image file {path} is corrupt or not an image ({e})") from e
+
+
 def open_image(image: Any, where: str) -> Image.Image:
     """Load one image as RGB, naming the record and file when it is missing or corrupt."""
     if isinstance(image, Image.Image):
