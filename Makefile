@@ -32,8 +32,8 @@ safety: adapt  ## post-hoc safety SFT adapter on top of the VL adapter
 safety-dpo: adapt  ## safety DPO adapter on top of the VL adapter
 	$(BIN)/lora-vl safety recipes/toy/safety_dpo.yaml
 
-merge: safety  ## merge the VL and safety adapters in LoRA space
-	$(BIN)/lora-vl merge recipes/merge/toy.yaml
+merge: safety  ## merge the VL and safety adapters in LoRA space (cheap: redone on every call)
+	$(BIN)/lora-vl merge recipes/merge/toy.yaml overwrite=true
 
 eval: adapt  ## the offline evaluation suite on the VL-adapted toy model
 	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/toy/base --adapter outputs/toy/adapt/adapter --out outputs/toy/eval
@@ -42,7 +42,7 @@ report: eval  ## side-by-side table and safety-vs-helpfulness plot of evaluated 
 	$(BIN)/lora-vl report outputs/toy/eval/results.json --out outputs/toy/report
 
 TOY_EVAL = $(BIN)/lora-vl eval eval/toy.yaml
-study: merge  ## the study's comparison on the toy world: LLM, VL-adapted, +safety, merged
+study: merge adapt-mixed  ## the study's comparison on the toy world: LLM, VL-adapted, +safety, mixed, merged
 	$(TOY_EVAL) --model outputs/toy/world/models/lm-llama --out outputs/toy/study/1_llm
 	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt/adapter --out outputs/toy/study/2_vl
 	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt/adapter \
@@ -51,6 +51,7 @@ study: merge  ## the study's comparison on the toy world: LLM, VL-adapted, +safe
 	    --sweep inputs.1.weight=0.25,0.5
 	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/study/merge_sweep/p000_inputs.1.weight=0.25 --out outputs/toy/study/4_merge_0.25
 	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/study/merge_sweep/p001_inputs.1.weight=0.5 --out outputs/toy/study/5_merge_0.5
+	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt_mixed/adapter --out outputs/toy/study/6_mixed
 	$(BIN)/lora-vl report outputs/toy/study/*/results.json --out outputs/toy/study/report
 
 test: $(STAMP)
