@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lora_vl.artifacts import _fsync_dir
+from lora_vl.artifacts import fsync_dir
 
 ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -133,7 +133,7 @@ class SafetensorsWriter:
         except BaseException:
             self._discard()
             raise
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
 
 
 def save_streaming(path: str | Path, items, metadata: dict[str, str] | None = None, reserve: int = 0) -> None:

@@ -38,7 +38,8 @@ class AdaptRecipe:
 def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     from lora_vl.data.dataset import TrainSet
 
-    fp = stage_fingerprint(r.model, r.stage1, str(base), local_stamp(base), data_provenance(r.stage1.data))
+    provenance = data_provenance(r.stage1.data)  # hashes the data files: once, for fingerprint and manifest
+    fp = stage_fingerprint(r.model, r.stage1, str(base), local_stamp(base), provenance)
     if finished(out, fp):
         print(f"stage 1 already complete: {out}")
         return out / "projector.safetensors"
@@ -54,7 +55,7 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     with atomic_dir(out, overwrite=True) as tmp:
         L.save_projector(model, tmp / "projector.safetensors")
         write_stage_manifest(tmp, "projector", dataclasses.asdict(r), fingerprint=fp, base=str(base),
-                             data=data_provenance(r.stage1.data), data_report=data.report.as_dict(),
+                             data=provenance, data_report=data.report.as_dict(),
                              final_loss=res.final_loss, steps=res.steps, resumed_from=res.resumed_from)
     return out / "projector.safetensors"
 
@@ -62,8 +63,9 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
 def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Path:
     from lora_vl.data.dataset import TrainSet
 
+    provenance = data_provenance(r.stage2.data)
     fp = stage_fingerprint(r.model, r.lora, r.stage2, str(base), local_stamp(base), str(projector),
-                           local_stamp(projector), data_provenance(r.stage2.data))
+                           local_stamp(projector), provenance)
     if finished(out, fp):
         print(f"stage 2 already complete: {out}")
         return out
@@ -85,7 +87,7 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
                              lm=r.model.lm, lm_revision=r.model.lm_revision, vision=r.model.vision,
                              vision_revision=r.model.vision_revision,
                              parents=[str(projector)] if projector else [],
-                             data=data_provenance(r.stage2.data), data_report=data.report.as_dict(),
+                             data=provenance, data_report=data.report.as_dict(),
                              final_loss=res.final_loss, steps=res.steps, resumed_from=res.resumed_from,
                              tokens=res.tokens, seconds=res.seconds)
     return out

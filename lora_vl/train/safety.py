@@ -150,8 +150,9 @@ def run_safety(r: SafetyRecipe) -> Path:
     base = ensure_base(r.model, out)
     parent = check_parent(r.parent, base)
     stage = getattr(r, r.method)
+    provenance = data_provenance(stage.data)  # hashes the data files: once, for fingerprint and manifest
     fp = stage_fingerprint(r.model, r.lora, stage, r.method, str(base), local_stamp(base), str(parent),
-                           fingerprint_files([parent / "adapter_model.safetensors"]), data_provenance(stage.data))
+                           fingerprint_files([parent / "adapter_model.safetensors"]), provenance)
     if finished(out / "adapter", fp):
         print(f"safety adapter already complete: {out / 'adapter'}")
         return out / "adapter"
@@ -164,7 +165,7 @@ def run_safety(r: SafetyRecipe) -> Path:
         model.save_pretrained(tmp, selected_adapters=[SAFETY])
         processor.save_pretrained(tmp / "processor")
         write_stage_manifest(tmp, "safety_adapter", dataclasses.asdict(r), fingerprint=fp, base=str(base),
-                             method=r.method, parents=[str(parent)], data=data_provenance(stage.data),
+                             method=r.method, parents=[str(parent)], data=provenance,
                              data_report=data.report.as_dict(), final_loss=res.final_loss, steps=res.steps,
                              resumed_from=res.resumed_from, tokens=res.tokens, seconds=res.seconds)
     return out / "adapter"
