@@ -4,19 +4,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lora_vl.data import formats, readers, safety_readers  # noqa: F401  (the readers register their formats)
 from lora_vl.recipe import RecipeError, field
 
 
 @dataclass
 class DataSource:
-    format: Literal["llava_json", "hf_messages", "vlguard", "spa_vl", "pku_saferlhf"] = field(
-        help="reader: LLaVA JSON list, HF dataset with messages+images, VLGuard JSON, or preference pairs (SPA-VL, PKU-SafeRLHF; DPO only)")
+    format: str = field(help="reader, one of: " + formats.describe())
     path: str = field(help="JSON file, local dataset dir/file, or hub dataset id")
     image_folder: str | None = field(None, help="folder that LLaVA JSON image paths are relative to (default: the JSON's folder)")
     split: str = field("train", help="split of an HF dataset")
     revision: str | None = field(None, help="hub revision (commit/tag) to pin")
     weight: float = field(1.0, help="fraction of this source to use; >1 repeats it (seeded subset)")
     num_samples: int | None = field(None, help="exact number of samples to take instead of weight")
+
+    def validate(self, where: str) -> None:
+        fmt = formats.FORMATS.get(self.format)
+        if fmt is None:
+            raise RecipeError(f"{where}.format: unknown data format {self.format!r}; expected one of "
+                              f"{formats.names()}")
+        if self.image_folder is not None and not fmt.image_folder:
+            raise RecipeError(f"{where}.image_folder: format {self.format!r} does not read image files "
+                              "relative to a folder; remove image_folder")
 
 
 @dataclass

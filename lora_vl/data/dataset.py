@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from lora_vl.data.batching import collate
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.encode import BadRecord, Encoded, Overlong, encode_chat
-from lora_vl.data.readers import IMAGE_FOLDER_FORMATS, READERS
+from lora_vl.data.formats import FORMATS, names
 from lora_vl.data.sample import Sample, check_image_header, open_image
 
 
@@ -41,19 +41,18 @@ def draw_subset(samples: list[Sample], src: DataSource, rng: random.Random) -> l
     return out
 
 
-def read_sources(cfg: DataConfig) -> list[Sample]:
+def read_sources(cfg: DataConfig, holds: str = "samples") -> list:
+    """The seeded mixture of `cfg`'s sources; every source must hold `holds` (samples or pairs)."""
     rng = random.Random(cfg.seed)
     out = []
     for src in cfg.sources:
-        if src.format not in READERS:
-            raise BadRecord(f"data source {src.path}: format {src.format!r} holds preference pairs; "
-                            "it is read by DPO recipes only")
-        reader = READERS[src.format]
-        if src.format in IMAGE_FOLDER_FORMATS:
-            samples = reader(src.path, src.image_folder)
-        else:
-            samples = reader(src.path, src.split, src.revision)
-        out += draw_subset(samples, src, rng)
+        fmt = FORMATS[src.format]
+        if fmt.holds != holds:
+            use = "DPO recipes only" if fmt.holds == "pairs" else "SFT stages, not DPO"
+            raise BadRecord(f"data source {src.path}: format {src.format!r} holds {fmt.holds}, read by "
+                            f"{use}; expected one of {names(holds)}")
+        records = fmt.read(src.path, image_folder=src.image_folder, split=src.split, revision=src.revision)
+        out += draw_subset(records, src, rng)
     return out
 
 

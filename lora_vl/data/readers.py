@@ -9,29 +9,21 @@
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lora_vl.data.encode import IMAGE_PLACEHOLDER, BadRecord
+from lora_vl.data.formats import data_format
 from lora_vl.data.sample import Sample
+from lora_vl.data.sources import load_hf, read_json_list
 
 ROLE_FROM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
              "system": "system"}
 
 
-def read_json_list(path: Path, what: str) -> list:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: {what} file not found")
-    try:
-        records = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BadRecord(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(records, list):
-        raise BadRecord(f"{path}: expected a JSON list of records")
-    return records
-
-
-def read_llava_json(path: str | Path, image_folder: str | Path | None = None) -> list[Sample]:
+@data_format("llava_json", holds="samples", image_folder=True,
+             help="LLaVA JSON list: id, image, conversations [{from: human|gpt|system, value}]")
+def read_llava_json(path: str | Path, *, image_folder: str | Path | None = None, split: str = "train",
+                    revision: str | None = None) -> list[Sample]:
     path = Path(path)
     records = read_json_list(path, "LLaVA JSON")
     folder = Path(image_folder) if image_folder else path.parent
@@ -42,19 +34,34 @@ def _llava_record(rec, index: int, path: Path, folder: Path) -> Sample:
     rid = str(rec.get("id", index)) if isinstance(rec, dict) else str(index)
     where = f"{path} record {rid!r}"
     if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
-        raise BadRecord(f"{where}: expected a 'conversations' list")
+        raise BadRecord(f"{where}: expected an object with a 'conversations' list")
     messages = []
     for j, turn in enumerate(rec["conversations"]):
-        role = ROLE_FROM.get(turn.get("from")) if isinstance(turn, dict) else None
-        if role is None or not isinstance(turn.get("value"), str):
-            raise BadRecord(f"{where}: turn {j} needs 'from' in human/gpt/system and a string 'value'")
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise BadRecord(f"{where}: turn {j} needs a string 'value'")
+        role = ROLE_FROM.get(turn.get("from"))
+        if role is None:
+            raise BadRecord(f"{where}: turn {j} has 'from' {turn.get('from')!r}; expected one of "
+                            f"{sorted(ROLE_FROM)}")
         messages.append({"role": role, "content": turn["value"]})
-    image = rec.get("image")
-    images = [] if image is None else [folder / p for p in ([image] if isinstance(image, str) else image)]
-    return Sample(id=rid, messages=messages, images=images, source=str(path))
+    return Sample(id=rid, messages=messages, images=[folder / p for p in _image_paths(rec.get("image"), where)],
+                  source=str(path))
 
 
-def read_hf_messages(path: str, split: str = "train", revision: str | None = None) -> list[Sample]:
+def _image_paths(image, where: str) -> list[str]:
+    """LLaVA's `image`: absent, one relative path, or a list of them."""
+    if image is None:
+        return []
+    paths = [image] if isinstance(image, str) else image
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise BadRecord(f"{where}: 'image' is {image!r}; expected a relative path string or a list of them")
+    return paths
+
+
+@data_format("hf_messages", holds="samples", image_folder=False,
+             help="HF dataset (hub id, saved folder, json/jsonl/parquet) with messages [+ images] columns")
+def read_hf_messages(path: str, *, image_folder: str | None = None, split: str = "train",
+                     revision: str | None = None) -> list[Sample]:
     ds = load_hf(path, split, revision)
     missing = {"messages"} - set(ds.column_names)
     if missing:
@@ -62,8 +69,14 @@ def read_hf_messages(path: str, split: str = "train", revision: str | None = Non
     out = []
     for i, row in enumerate(ds):
         rid = str(row.get("id", i))
-        messages = [{"role": m["role"], "content": _flatten_content(m["content"], f"{path} record {rid!r}")}
-                    for m in row["messages"]]
+        where = f"{path} record {rid!r}"
+        if not isinstance(row["messages"], list):
+            raise BadRecord(f"{where}: 'messages' is {type(row['messages']).__name__}; expected a list")
+        messages = []
+        for j, m in enumerate(row["messages"]):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise BadRecord(f"{where}: message {j} needs 'role' and 'content'")
+            messages.append({"role": m["role"], "content": _flatten_content(m["content"], where)})
         out.append(Sample(id=rid, messages=messages, images=list(row.get("images") or []), source=path))
     return out
 
@@ -72,9 +85,11 @@ def _flatten_content(content, where: str) -> str:
     """Structured content parts → text with `<image>` placeholders in place."""
     if isinstance(content, str):
         return content
+    if not isinstance(content, list):
+        raise BadRecord(f"{where}: message content is {type(content).__name__}; expected text or a list of parts")
     parts = []
-    for part in content or []:
-        kind = part.get("type")
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
         if kind == "image":
             parts.append(IMAGE_PLACEHOLDER)
         elif kind == "text":
@@ -82,29 +97,3 @@ def _flatten_content(content, where: str) -> str:
         else:
             raise BadRecord(f"{where}: content part of type {kind!r}, expected 'image' or 'text'")
     return "\n".join(parts)
-
-
-def load_hf(path: str, split: str, revision: str | None):
-    import datasets
-
-    p = Path(path)
-    if p.is_dir() and (p / "dataset_info.json").exists():
-        ds = datasets.load_from_disk(str(p))
-        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-    if p.is_file():
-        kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(p.suffix)
-        if kind is None:
-            raise BadRecord(f"{path}: expected a .json, .jsonl or .parquet file")
-        return datasets.load_dataset(kind, data_files=str(p), split="train")
-    try:
-        return datasets.load_dataset(path, split=split, revision=revision)
-    except Exception as e:  # hub errors come in many types; name the dataset and the likely cause
-        raise OSError(f"could not load dataset {path!r} (split {split!r}): not a local path and the "
-                      f"hub could not serve it (offline, gated or misspelled?): {e}") from e
-
-
-# bottom import: safety_readers builds on read_json_list / load_hf above
-from lora_vl.data.safety_readers import read_vlguard  # noqa: E402
-
-READERS = {"llava_json": read_llava_json, "hf_messages": read_hf_messages, "vlguard": read_vlguard}
-IMAGE_FOLDER_FORMATS = ("llava_json", "vlguard")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from lora_vl.data.encode import IMAGE_PLACEHOLDER, BadRecord
-from lora_vl.data.readers import load_hf, read_json_list
+from lora_vl.data.formats import data_format
 from lora_vl.data.sample import Sample
+from lora_vl.data.sources import load_hf, read_json_list
 
 INSTRUCTION_KEYS = ("safe_instruction", "unsafe_instruction", "instruction")
 
@@ -48,7 +49,10 @@ def _user_turn(text: str, has_image: bool) -> str:
 
 
 
-def read_vlguard(path: str | Path, image_folder: str | Path | None = None) -> list[Sample]:
+@data_format("vlguard", holds="samples", image_folder=True,
+             help="VLGuard train.json: id, image, safe, instr-resp")
+def read_vlguard(path: str | Path, *, image_folder: str | Path | None = None, split: str = "train",
+                 revision: str | None = None) -> list[Sample]:
     path = Path(path)
     folder = Path(image_folder) if image_folder else path.parent
     out = []
@@ -105,10 +109,13 @@ def _local_base(path: str) -> Path | None:
     return p.parent if p.is_file() else p if p.is_dir() else None
 
 
-def read_spa_vl(path: str, split: str = "train", revision: str | None = None) -> list[PreferencePair]:
+@data_format("spa_vl", holds="pairs", image_folder=True,
+             help="SPA-VL preference pairs: image, question, chosen, rejected (DPO only)")
+def read_spa_vl(path: str, *, image_folder: str | None = None, split: str = "train",
+                revision: str | None = None) -> list[PreferencePair]:
     ds = load_hf(path, split, revision)
     _require(ds, {"question", "chosen", "rejected"}, path)
-    base = _local_base(path)
+    base = Path(image_folder) if image_folder else _local_base(path)
     out = []
     for i, row in enumerate(ds):
         image = _image_value(row.get("image"), base)
@@ -118,7 +125,10 @@ def read_spa_vl(path: str, split: str = "train", revision: str | None = None) ->
     return out
 
 
-def read_pku_saferlhf(path: str, split: str = "train", revision: str | None = None) -> list[PreferencePair]:
+@data_format("pku_saferlhf", holds="pairs", image_folder=False,
+             help="PKU-SafeRLHF text pairs: prompt, response_0/1, safer_response_id (DPO only)")
+def read_pku_saferlhf(path: str, *, image_folder: str | None = None, split: str = "train",
+                      revision: str | None = None) -> list[PreferencePair]:
     ds = load_hf(path, split, revision)
     _require(ds, {"prompt", "response_0", "response_1", "safer_response_id"}, path)
     out = []
@@ -131,5 +141,3 @@ def read_pku_saferlhf(path: str, split: str = "train", revision: str | None = No
                                   rejected=row[f"response_{1 - safer}"] or "", source=path))
     return out
 
-
-PREFERENCE_READERS = {"spa_vl": read_spa_vl, "pku_saferlhf": read_pku_saferlhf}

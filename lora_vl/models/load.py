@@ -47,8 +47,32 @@ def _config(base: str, revision: str | None):
         raise OSError(f"could not load model {base!r} as a {where}: {e}") from e
 
 
-def load_pretrained(cls, name: str, quantization: str, revision: str | None, device):
-    """`cls.from_pretrained` under the kit's one loading policy (dtype, 4-bit, attention)."""
+def set_cpu_4bit_repacking(model, enabled: bool) -> int:
+    """Allow or forbid bitsandbytes' in-place CPU repacking of 4-bit weights; returns how many
+    `Linear4bit` layers were set.
+
+    bitsandbytes 0.50 on CPUs with AVX512-BF16 repacks a `Linear4bit` weight in place the first
+    time it runs in eval mode without grad (`support_avx512bf16_for_cpu`). The repacked layout
+    breaks training afterwards (in-place op on a leaf view), crashes for layers whose input size
+    is not a multiple of the 4-bit block, and changes logits (bf16 absmax). The kit's policy: off
+    for every model by default, so 4-bit behaves the same on every CPU; inference-only callers
+    may opt in for speed.
+    """
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import has_avx512bf16
+
+    allowed = enabled and has_avx512bf16()
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for m in layers:
+        m.support_avx512bf16_for_cpu = allowed
+    return len(layers)
+
+
+def load_pretrained(cls, name: str, quantization: str, revision: str | None, device,
+                    cpu_4bit_repacking: bool = False):
+    """`cls.from_pretrained` under the kit's one loading policy (dtype, 4-bit, attention).
+
+    `cpu_4bit_repacking` (inference only): see `set_cpu_4bit_repacking`."""
     if quantization not in ("4bit", "none"):
         raise ValueError(f"quantization {quantization!r}: expected '4bit' or 'none'")
     device = torch.device(device) if device is not None else default_device()
@@ -58,7 +82,10 @@ def load_pretrained(cls, name: str, quantization: str, revision: str | None, dev
     if quantization == "4bit":
         kwargs.update(quantization_config=bnb_config(dtype), device_map={"": device})
     model = cls.from_pretrained(str(name), **kwargs)
-    return model.to(device) if quantization == "none" else model
+    if quantization == "none":
+        return model.to(device)
+    set_cpu_4bit_repacking(model, cpu_4bit_repacking)
+    return model
 
 
 def load_vlm(base: str, *, quantization: str = "4bit", revision: str | None = None,

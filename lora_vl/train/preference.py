@@ -7,25 +7,12 @@ chosen conversations, then the B rejected ones — which `dpo.DpoLoss` splits in
 """
 from __future__ import annotations
 
-import random
-
 from lora_vl.data.config import DataConfig
 from lora_vl.data.batching import collate
-from lora_vl.data.dataset import TrainSet, draw_subset
+from lora_vl.data.dataset import TrainSet, read_sources
 from lora_vl.data.encode import BadRecord, Encoded, encode_chat
-from lora_vl.data.safety_readers import PREFERENCE_READERS, PreferencePair
+from lora_vl.data.safety_readers import PreferencePair
 from lora_vl.data.sample import open_image
-
-
-def read_pairs(cfg: DataConfig) -> list[PreferencePair]:
-    rng = random.Random(cfg.seed)
-    out = []
-    for src in cfg.sources:
-        if src.format not in PREFERENCE_READERS:
-            raise BadRecord(f"data source {src.path}: format {src.format!r} holds no preference pairs; "
-                            f"expected one of {sorted(PREFERENCE_READERS)}")
-        out += draw_subset(PREFERENCE_READERS[src.format](src.path, src.split, src.revision), src, rng)
-    return out
 
 
 def check_pair(p: PreferencePair) -> None:
@@ -39,7 +26,7 @@ class PairSet(TrainSet):
     """TrainSet's admission, skip counting and item access, over pairs instead of samples."""
 
     def __init__(self, cfg: DataConfig, processor):
-        super().__init__(cfg, processor, records=read_pairs(cfg))
+        super().__init__(cfg, processor, records=read_sources(cfg, holds="pairs"))
 
     def encode(self, p: PreferencePair, with_pixels: bool = True) -> tuple[Encoded, Encoded]:
         check_pair(p)
