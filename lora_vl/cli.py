@@ -1,12 +1,18 @@
 """`lora-vl <stage> ...`: pick the stage and hand it the rest of the command line.
 
 Each stage module owns its own argparse (and so its own `--help`); this file only dispatches,
-importing a stage lazily so that `lora-vl --help` is instant.
+importing a stage lazily so that `lora-vl --help` is instant, and applies the one error policy
+(`lora_vl.errors`): bad input -> one line naming what is wrong, exit 2; `--debug` or
+LORA_VL_DEBUG=1 adds the traceback.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
+
+from lora_vl.errors import InputError
 
 STAGES = {
     "toy": ("lora_vl.toy.cli", "build the offline toy world: tiny models + synthetic data"),
@@ -20,8 +26,11 @@ STAGES = {
 
 
 def usage() -> str:
-    lines = ["usage: lora-vl <stage> [args ...]   (lora-vl <stage> --help for details)", "", "stages:"]
+    lines = ["usage: lora-vl <stage> [args ...] [--debug]   (lora-vl <stage> --help for details)", "",
+             "stages:"]
     lines += [f"  {name:<8} {desc}" for name, (_, desc) in STAGES.items()]
+    lines += ["", "Bad input ends in one line naming what is wrong (exit 2); --debug or LORA_VL_DEBUG=1 "
+              "also prints the traceback."]
     return "\n".join(lines)
 
 
@@ -30,12 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
-    stage, rest = argv[0], argv[1:]
+    stage, rest = argv[0], [a for a in argv[1:] if a != "--debug"]
+    debug = "--debug" in argv or os.environ.get("LORA_VL_DEBUG", "") not in ("", "0")
     if stage not in STAGES:
         print(f"lora-vl: unknown stage {stage!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(STAGES[stage][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(STAGES[stage][0])
+        return int(module.main(rest) or 0)
+    except InputError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"lora-vl {stage}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

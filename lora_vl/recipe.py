@@ -14,8 +14,10 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from lora_vl.errors import InputError
 
-class RecipeError(ValueError):
+
+class RecipeError(InputError):
     """A recipe file or override is wrong; the message names the file and key."""
 
 

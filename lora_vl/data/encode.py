@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from lora_vl.errors import InputError
+
 IMAGE_PLACEHOLDER = "<image>"
 IGNORE = -100
 
 
-class BadRecord(ValueError):
+class BadRecord(InputError):
     """A data record that cannot be used; the message names the record and what is wrong."""
 
 

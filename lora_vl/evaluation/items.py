@@ -10,11 +10,13 @@ from typing import Any
 
 from PIL import Image
 
+from lora_vl.errors import InputError
+
 # The four categories of the study (paper.md, "Evaluation in the study").
 CATEGORIES = ("text_safety", "mm_safety", "over_refusal", "helpfulness")
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(InputError):
     """A benchmark could not be read; the message names the benchmark, file or record."""
 
 

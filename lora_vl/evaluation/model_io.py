@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from lora_vl.errors import InputError
 from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj
 from lora_vl.evaluation.items import EvalItem, load_image
 
 
-class AdapterMismatch(ValueError):
+class AdapterMismatch(InputError):
     """An adapter was trained on a different base than the model it is attached to."""
 
 

@@ -19,6 +19,7 @@ import torch
 from peft.utils.other import get_pattern_key
 from safetensors import SafetensorError, safe_open
 
+from lora_vl.errors import InputError
 from lora_vl.merge.stream import header_reserve, save_streaming
 
 CONFIG = "adapter_config.json"
@@ -32,7 +33,7 @@ _UNSUPPORTED = {"use_dora": True, "lora_bias": True, "fan_in_fan_out": True}
 _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 
 
-class MergeError(ValueError):
+class MergeError(InputError):
     """Bad merge input; the message names the file, module or key and what was expected."""
 
 

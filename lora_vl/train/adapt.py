@@ -77,9 +77,16 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
                        train_projector=True, seed=r.stage2.optim.seed)
     groups = L.param_groups(model, r.stage2.optim.lr, r.stage2.optim.lr_projector)
     data = TrainSet(r.stage2.data, processor)
+
+    def snapshot(step: int) -> None:  # the adapter as it is at `step`: for curves over stage 2
+        with atomic_dir(Path(r.output_dir) / "snapshots" / "stage2" / f"step-{step}", overwrite=True) as tmp:
+            model.save_pretrained(tmp)
+            write_stage_manifest(tmp, "vl_adapter_snapshot", dataclasses.asdict(r), fingerprint=fp,
+                                 base=str(base), step=step, parents=[str(projector)] if projector else [])
+
     res = train(model, groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
                 tb_dir=Path(r.output_dir) / "tb/stage2", fingerprint=fp, desc="stage 2 (LoRA + projector)",
-                pixel_dtype=pixel_dtype(model))
+                pixel_dtype=pixel_dtype(model), on_snapshot=snapshot)
     with atomic_dir(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp / "processor")

@@ -53,6 +53,8 @@ class OptimConfig:
     group_by_length: bool = field(True, help="batch samples of similar length together")
     save_every: int = field(50, help="checkpoint every N optimizer steps (resumable)")
     keep_checkpoints: int = field(2, help="how many recent checkpoints to keep")
+    snapshot_every: int | None = field(None, help="also write a loadable adapter every N optimizer steps "
+                                       "(OUTPUT_DIR/snapshots/<stage>/step-N): curves over training")
     seed: int = field(0, help="seed for init, dropout and batch order")
 
     def validate(self, where: str) -> None:
@@ -61,6 +63,8 @@ class OptimConfig:
                               f"micro_batch_size ({self.micro_batch_size})")
         if self.save_every < 1:
             raise RecipeError(f"{where}.save_every: must be >= 1")
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise RecipeError(f"{where}.snapshot_every: must be >= 1 (or null for none)")
 
 
 @dataclass

@@ -117,7 +117,8 @@ def to_device(batch: dict, device, dtype) -> dict:
 
 def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Path, tb_dir: Path,
           fingerprint: str, desc: str, loss_fn: Callable = default_loss,
-          pixel_dtype=torch.float32) -> LoopResult:
+          pixel_dtype=torch.float32, on_snapshot: Callable[[int], None] | None = None) -> LoopResult:
+    """Train to the end (or resume); `on_snapshot(step)` runs every `cfg.snapshot_every` steps."""
     from torch.utils.tensorboard import SummaryWriter
 
     torch.manual_seed(cfg.seed)
@@ -165,6 +166,8 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
         if (step + 1) % cfg.save_every == 0 or step + 1 == sched.total_steps:
             save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler, fingerprint, loss_value,
                             cfg.keep_checkpoints)
+        if on_snapshot is not None and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+            on_snapshot(step + 1)
     bar.close()
     writer.close()
     model.eval()
