@@ -56,6 +56,7 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
     import torch
 
     from lora_vl.models import lora as L
+    from lora_vl.train.config import LoraSettings
 
     from transformers import LlavaForConditionalGeneration
 
@@ -64,7 +65,7 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
     # the bench checkpoint has no processor, so load the model alone under the kit's 4-bit policy
     model = load_pretrained(LlavaForConditionalGeneration, ckpt, quant, None, None)
     model = L.prepare_base(model, quant == "4bit", gradient_checkpointing=True)
-    model = L.add_lora(model, r=128, alpha=256, dropout=0.05, rslora=False, train_projector=True)
+    model = L.add_lora(model, LoraSettings(r=128, alpha=256, dropout=0.05), train_projector=True)
     device = next(p_ for p_ in model.parameters() if p_.requires_grad).device
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
     n_img = json.loads((ckpt / "n_img.json").read_text())

@@ -1,4 +1,4 @@
-"""Artifacts on disk: atomic writes, manifests, fingerprints.
+"""Artifacts on disk: atomic writes, fingerprints, provenance (manifests: `lora_vl.handoff`).
 
 Every stage writes through these so that a crash (SIGKILL included) never leaves a
 half-written file or directory where a finished one is expected: write beside, then rename.
@@ -12,12 +12,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-MANIFEST = "manifest.json"
+from lora_vl.errors import InputError
+
 TRACKED_PACKAGES = ("lora_vl", "torch", "transformers", "peft", "accelerate", "datasets",
                     "bitsandbytes", "safetensors", "trl")
 
@@ -64,7 +64,7 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """
     final = Path(final)
     if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists (pass overwrite to replace it)")
+        raise InputError(f"{final}: already exists (pass overwrite to replace it)")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
@@ -123,29 +123,3 @@ def fingerprint_files(paths: list[str | Path]) -> str:
 
 def fingerprint_obj(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def make_manifest(kind: str, recipe: dict, **fields: Any) -> dict:
-    """A manifest: what was made, from what, with which code."""
-    return {
-        "kind": kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "recipe": recipe,
-        "packages": package_versions(),
-        "git_commit": git_commit(),
-        **fields,
-    }
-
-
-def write_manifest(directory: str | Path, manifest: dict) -> None:
-    atomic_write_json(Path(directory) / MANIFEST, manifest)
-
-
-def read_manifest(directory: str | Path) -> dict:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest.json (is {directory} an artifact of lora_vl?)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt manifest: {e}") from e

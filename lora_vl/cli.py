@@ -16,12 +16,13 @@ from lora_vl.errors import InputError
 
 STAGES = {
     "toy": ("lora_vl.toy.cli", "build the offline toy world: tiny models + synthetic data"),
-    "compose": ("lora_vl.models.compose_cli", "compose a Llava checkpoint from an LLM + vision encoder"),
+    "compose": ("lora_vl.train.compose_cli", "compose a Llava checkpoint from an LLM + vision encoder"),
     "adapt": ("lora_vl.train.adapt", "VL adaptation: projector pretraining, then the LoRA stage"),
     "safety": ("lora_vl.train.safety", "safety adapter on top of a VL adapter: SFT or DPO"),
     "merge": ("lora_vl.merge.cli", "adapter arithmetic: sums, compression, TIES/DARE, sweeps"),
     "eval": ("lora_vl.evaluation.cli", "evaluate a model (+ adapters) on a suite"),
     "report": ("lora_vl.evaluation.report", "set evaluation results side by side, with plots"),
+    "analyze": ("lora_vl.analysis.run", "safety-layer analysis: hidden-state separation, ‖ΔW‖ per layer"),
 }
 
 

@@ -51,14 +51,13 @@ def _convert(value: Any, tp, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, where)
-            except RecipeError as e:
-                errors.append(str(e))
+            except RecipeError:
+                continue  # try the next member; the error below names the whole union
         raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -166,10 +165,6 @@ def load_recipe(cls, path: str | Path | None, overrides: list[str] = ()):
     for ov in overrides:
         apply_override(data, ov)
     return build(cls, data, where=str(path) if path else "recipe")
-
-
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)
 
 
 def describe(cls, prefix: str = "", indent: str = "  ") -> str:

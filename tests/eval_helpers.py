@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from lora_vl.artifacts import write_manifest
+from lora_vl.handoff import write_manifest
 from lora_vl.models.compose import ComposeSpec, compose, save_composed
 from lora_vl.models.tiny import build_tiny_parts
 

@@ -15,7 +15,7 @@ from lora_vl.models.tiny import build_tiny_parts
 from lora_vl.recipe import build
 from lora_vl.toy.safety_world import build_safety_data, safety_corpus
 from lora_vl.toy.world import build_world_data, corpus
-from lora_vl.train.config import ModelConfig
+from lora_vl.train.config import LoraSettings, ModelConfig
 from lora_vl.train.safety import SafetyRecipe
 from lora_vl.train.stage import ensure_base, write_stage_manifest
 
@@ -26,7 +26,7 @@ def make_vl_adapter(base: Path, out: Path, seed: int = 1) -> Path:
     """A VL adapter as `lora-vl adapt` writes one, with random (non-zero) LoRA B and projector."""
     model, processor = load_vlm(base, quantization="4bit")
     model = L.prepare_base(model, True, False)
-    model = L.add_lora(model, 4, 8, 0.0, False, train_projector=True, seed=seed)
+    model = L.add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0), train_projector=True, seed=seed)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

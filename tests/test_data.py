@@ -11,6 +11,7 @@ from lora_vl.data.batching import collate, length_grouped_batches, padding_fract
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.dataset import TrainSet, read_sources
 from lora_vl.data.encode import BadRecord
+from lora_vl.errors import InputError
 from lora_vl.data.readers import read_hf_messages, read_llava_json
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
@@ -140,7 +141,7 @@ def test_existing_result_is_never_overwritten_by_another_recipe(tmp_path):
     (out / "manifest.json").write_text(json.dumps({"fingerprint": "abc"}))
     (out / "adapter_model.safetensors").write_bytes(b"keep")
     assert finished(out, "abc")
-    with pytest.raises(FileExistsError, match="different recipe"):
+    with pytest.raises(InputError, match="different recipe"):
         finished(out, "other")
     assert (out / "adapter_model.safetensors").read_bytes() == b"keep"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from eval_helpers import tiny_world  # noqa: F401  (session fixture)
 
-from lora_vl.evaluation import cli, report
+from lora_vl.cli import main
 
 TOY = str(Path(__file__).resolve().parent.parent / "eval" / "toy.yaml")
 
@@ -12,12 +12,12 @@ TOY = str(Path(__file__).resolve().parent.parent / "eval" / "toy.yaml")
 def test_toy_suite_and_report(tiny_world, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # the toy suite writes its data under ./outputs/toy/eval_data
     llava, adapter = str(tiny_world["llava"]), str(tiny_world["adapter"])
-    assert cli.main([TOY, "--model", llava, "--adapter", adapter, "--out", "with"]) == 0
-    assert cli.main([TOY, "--model", llava, "--out", "base", "generation.batch_size=4"]) == 0
+    assert main(["eval", TOY, "--model", llava, "--adapter", adapter, "--out", "with"]) == 0
+    assert main(["eval", TOY, "--model", llava, "--out", "base", "generation.batch_size=4"]) == 0
     out = capsys.readouterr().out
     assert "helpfulness: accuracy" in out and "safety: asr" in out
     assert (tmp_path / "outputs/toy/eval_data/xstest/xstest_prompts.csv").is_file()
-    assert report.main(["with/results.json", "base/results.json", "--out", "rep"]) == 0
+    assert main(["report", "with/results.json", "base/results.json", "--out", "rep"]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| mm_safety | figstep-toy | asr | refusal-matcher |" in md
     assert "| llava+eval_world0 (" in md and "| llava (" in md  # one column per run
@@ -27,20 +27,20 @@ def test_toy_suite_and_report(tiny_world, tmp_path, monkeypatch, capsys):
 
 def test_help_explains_suite_keys(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["--help"])
+        main(["eval", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
     assert "generation.batch_size [int]" in text and "benchmarks[].subset" in text
 
 
 def test_cli_errors_name_the_problem(tiny_world, tmp_path, capsys):
-    assert cli.main([TOY, "--model", str(tiny_world["llava"]), "--out", str(tmp_path), "generation.batchsize=2"]) == 2
+    assert main(["eval", TOY, "--model", str(tiny_world["llava"]), "--out", str(tmp_path), "generation.batchsize=2"]) == 2
     assert "unknown key(s) 'batchsize'" in capsys.readouterr().err
-    assert cli.main([str(tmp_path / "nope.yaml"), "--model", "x"]) == 2
+    assert main(["eval", str(tmp_path / "nope.yaml"), "--model", "x"]) == 2
     assert "recipe file not found" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    assert report.main([str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "not a lora-vl eval results file" in capsys.readouterr().err
 
 

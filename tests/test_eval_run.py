@@ -8,7 +8,7 @@ from eval_helpers import FIXTURES, tiny_world  # noqa: F401  (session fixture)
 
 from lora_vl.evaluation import run as run_mod
 from lora_vl.evaluation.cache import GenerationCache
-from lora_vl.evaluation.model_io import AdapterMismatch
+from lora_vl.handoff import HandoffError
 from lora_vl.evaluation.run import run_suite
 from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import RecipeError, build
@@ -118,7 +118,7 @@ def test_adapter_base_mismatch(tiny_world, tmp_path):
     other = tmp_path / "adapter"
     shutil.copytree(tiny_world["adapter"], other)
     (other / "manifest.json").write_text(json.dumps({"base": "meta-llama/Llama-2-7b-chat-hf"}))
-    with pytest.raises(AdapterMismatch, match=r"trained on base 'meta-llama/Llama-2-7b-chat-hf'"):
+    with pytest.raises(HandoffError, match=r"trained on base 'meta-llama/Llama-2-7b-chat-hf'"):
         run_suite(suite(), str(tiny_world["llava"]), [str(other)], tmp_path / "o", device="cpu")
 
 

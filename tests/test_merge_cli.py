@@ -5,13 +5,18 @@ import pytest
 import torch
 import yaml
 
-from lora_vl.artifacts import read_manifest
-from lora_vl.merge.cli import main
+from lora_vl.handoff import read_manifest
+from lora_vl.cli import main as lora_vl
 from lora_vl.merge.io import read_adapter
 from merge_helpers import lora_delta, synthetic_adapter
 
 MODS_A = {"model.layers.0.mlp.up_proj": (12, 8, 2), "model.layers.1.mlp.up_proj": (12, 8, 2)}
 MODS_B = {"model.layers.0.mlp.up_proj": (12, 8, 3), "model.layers.1.mlp.up_proj": (12, 8, 3)}
+
+
+def main(argv: list[str]) -> int:
+    """`lora-vl merge ...` through the real CLI (its error policy included)."""
+    return lora_vl(["merge", *argv])
 
 
 @pytest.fixture

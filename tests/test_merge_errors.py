@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lora_vl.merge.cli import main
+from lora_vl.cli import main
+from lora_vl.handoff import HandoffError
 from lora_vl.merge.io import MergeError
 from lora_vl.merge.recipe import MergeRecipe
 from lora_vl.merge.run import run
@@ -40,10 +41,10 @@ def test_different_shapes_for_same_module(tmp_path, pair):
 
 def test_missing_and_corrupt_safetensors(tmp_path, pair):
     (pair[1] / WEIGHTS).unlink()
-    with pytest.raises(MergeError, match=r"b/adapter_model.safetensors: adapter weights file is missing"):
+    with pytest.raises(HandoffError, match=r"b/adapter_model.safetensors: adapter weights file is missing"):
         run(recipe(tmp_path, pair))
     (pair[1] / WEIGHTS).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(MergeError, match=r"b/adapter_model.safetensors: not a readable safetensors file"):
+    with pytest.raises(HandoffError, match=r"b/adapter_model.safetensors: not a readable safetensors file"):
         run(recipe(tmp_path, pair))
 
 
@@ -77,7 +78,7 @@ def test_cli_reports_errors_with_exit_code(tmp_path, pair, capsys):
     path = tmp_path / "r.yaml"
     path.write_text(json.dumps({"inputs": [{"path": str(p)} for p in pair], "output": str(tmp_path / "o"),
                                 "methd": "sum"}))
-    assert main([str(path)]) == 2
+    assert main(["merge", str(path)]) == 2
     assert "unknown key(s) 'methd'" in capsys.readouterr().err
 
 

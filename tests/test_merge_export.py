@@ -4,11 +4,16 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-from lora_vl.merge.cli import main
+from lora_vl.cli import main as lora_vl
 from lora_vl.merge.export import nf4_roundtrip, quantizable_linears
 from merge_helpers import LLAVA_TARGETS, peft_adapter, tiny_llama, tiny_llava
 
 IDS = torch.tensor([[1, 5, 9, 2, 7, 3]])
+
+
+def main(argv: list[str]) -> int:
+    """`lora-vl merge ...` through the real CLI (its error policy included)."""
+    return lora_vl(["merge", *argv])
 
 
 @pytest.fixture

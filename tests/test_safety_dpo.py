@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from lora_vl.artifacts import read_manifest
+from lora_vl.handoff import read_manifest
 from lora_vl.data.encode import BadRecord
 from lora_vl.models.load import attach_adapters, load_vlm
 from lora_vl.train.dpo import preference_loss, sequence_logps

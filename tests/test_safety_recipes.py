@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lora_vl.artifacts import read_manifest
+from lora_vl.handoff import read_manifest
 from lora_vl.recipe import build, load_recipe
 from lora_vl.train.adapt import AdaptRecipe, run_adapt
 from lora_vl.train.safety import SafetyRecipe

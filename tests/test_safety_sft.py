@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lora_vl.artifacts import fingerprint_files, read_manifest
+from lora_vl.artifacts import fingerprint_files
+from lora_vl.handoff import HandoffError, read_manifest
 from lora_vl.data.dataset import TrainSet
 from lora_vl.data.encode import BadRecord, encode_chat
 from lora_vl.models import lora as L
@@ -74,9 +75,9 @@ def test_run_writes_stackable_adapter(safety_world, tmp_path):
 
 
 def test_parent_errors(safety_world, tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere.*adapter_config.json"):
+    with pytest.raises(HandoffError, match="parent adapter .*nowhere: no such directory"):
         check_parent(tmp_path / "nowhere", safety_world["base"])
-    with pytest.raises(ValueError, match=r"trained on base .*recipe's base is 'other/base'"):
+    with pytest.raises(HandoffError, match=r"trained on base .*the base here is 'other/base'"):
         check_parent(safety_world["vl"], "other/base")
 
 

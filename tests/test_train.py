@@ -6,11 +6,12 @@ from safetensors.torch import load_file
 
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.dataset import TrainSet
+from lora_vl.errors import InputError
 from lora_vl.models import lora as L
 from lora_vl.models.load import attach_adapters, load_vlm
 from lora_vl.recipe import load_recipe
 from lora_vl.train.adapt import AdaptRecipe, run_adapt
-from lora_vl.train.config import OptimConfig
+from lora_vl.train.config import LoraSettings, OptimConfig
 from lora_vl.train.loop import train
 from tests.conftest import COMBOS
 from tests.helpers import adapt_recipe
@@ -19,7 +20,7 @@ from tests.helpers import adapt_recipe
 def lora_model(base, quantization="4bit"):
     model, proc = load_vlm(base, quantization=quantization)
     model = L.prepare_base(model, quantization == "4bit", gradient_checkpointing=True)
-    return L.add_lora(model, r=4, alpha=8, dropout=0.0, rslora=False, train_projector=True), proc
+    return L.add_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0), train_projector=True), proc
 
 
 def test_only_language_model_is_4bit_and_carries_lora(tiny_bases):
@@ -102,5 +103,5 @@ def test_changed_inputs_are_not_mistaken_for_a_finished_run(tiny_parts, toy_worl
     assert run_adapt(recipe) == tmp_path / "run/adapter"        # same inputs: reused
     records = json.loads(world["pretrain"].read_text())
     world["pretrain"].write_text(json.dumps(records[::-1]))      # same recipe, other data
-    with pytest.raises(FileExistsError, match="stage1: already holds the result of a different recipe"):
+    with pytest.raises(InputError, match="stage1: already holds the result of a different recipe"):
         run_adapt(recipe)

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from lora_vl.recipe import RecipeError, describe, load_recipe
+from lora_vl.recipe import describe, load_recipe
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,20 +26,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from lora_vl.evaluation.items import BenchmarkError
-    from lora_vl.evaluation.model_io import AdapterMismatch, model_fingerprint
+    from lora_vl.evaluation.model_io import model_fingerprint
     from lora_vl.evaluation.run import run_suite
     from lora_vl.evaluation.suite import Suite
 
     args = parser().parse_intermixed_args(argv)
-    try:
-        suite = load_recipe(Suite, args.suite, args.overrides)
-        fp = model_fingerprint(args.model, args.adapter, suite.generation.revision, suite.generation.quantization)
-        out = Path(args.out or f"outputs/eval/{suite.name}-{fp[:8]}")
-        results = run_suite(suite, args.model, args.adapter, out, device=args.device, suite_path=args.suite)
-    except (RecipeError, BenchmarkError, AdapterMismatch, FileNotFoundError, OSError, ValueError) as e:
-        print(f"lora-vl eval: error: {e}", file=sys.stderr)
-        return 2
+    suite = load_recipe(Suite, args.suite, args.overrides)
+    fp = model_fingerprint(args.model, args.adapter, suite.generation.revision, suite.generation.quantization)
+    out = Path(args.out or f"outputs/eval/{suite.name}-{fp[:8]}")
+    results = run_suite(suite, args.model, args.adapter, out, device=args.device, suite_path=args.suite)
     for cat, s in results["summary"].items():
         print(f"{cat:>13}: {s['metric']} {s['value']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] "
               f"n={s['n']} judge={','.join(s['judges'])}")

@@ -6,18 +6,13 @@ ever written to disk; merged adapters from `lora-vl merge` are ordinary adapter 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
-from lora_vl.errors import InputError
-from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj
+from lora_vl.artifacts import fingerprint_files, fingerprint_obj
+from lora_vl.handoff import MANIFEST, open_adapter
 from lora_vl.evaluation.items import EvalItem, load_image
-
-
-class AdapterMismatch(InputError):
-    """An adapter was trained on a different base than the model it is attached to."""
 
 
 @dataclass
@@ -52,32 +47,15 @@ def text_processor(tokenizer):
     return SimpleNamespace(tokenizer=tokenizer)
 
 
-def recorded_base(adapter_dir: str | Path) -> str | None:
-    """The base an adapter says it was trained on: manifest 'base', else adapter_config."""
-    adapter_dir = Path(adapter_dir)
-    manifest = adapter_dir / MANIFEST
-    if manifest.is_file():
-        base = json.loads(manifest.read_text()).get("base")
-        if base:
-            return str(base)
-    cfg = adapter_dir / "adapter_config.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{adapter_dir}: not a PEFT adapter dir (no adapter_config.json)")
-    return json.loads(cfg.read_text()).get("base_model_name_or_path")
-
-
-def _same_model(a: str, b: str) -> bool:
-    if Path(a).exists() and Path(b).exists():
-        return Path(a).resolve() == Path(b).resolve()
-    return a.rstrip("/") == b.rstrip("/")
-
-
-def check_adapter_base(base: str, adapter_dir: str | Path) -> None:
-    recorded = recorded_base(adapter_dir)
-    if recorded and not _same_model(recorded, str(base)):
-        raise AdapterMismatch(
-            f"adapter {adapter_dir} was trained on base {recorded!r}, but the model is {base!r}; "
-            f"pass the matching --model (or generation.check_adapter_base=false to force it)")
+def check_model_inputs(base: str, adapters: list[str], gen) -> bool:
+    """Fail early on bad inputs, before any model loads: every adapter is a readable PEFT
+    adapter (made on `base` unless gen.check_adapter_base is off), and the base's config is
+    readable. Returns whether the base is a Llava (VLM)."""
+    for a in adapters:
+        adapter = open_adapter(a)
+        if gen.check_adapter_base:
+            adapter.check_base(base)
+    return model_type(base, gen.revision) == "llava"
 
 
 def _dir_fingerprint(path: str | Path, names: tuple[str, ...]) -> dict:
@@ -99,12 +77,10 @@ def model_fingerprint(base: str, adapters: list[str], revision: str | None, quan
 
 
 def load_eval_model(base: str, adapters: list[str], gen, *, device=None) -> EvalModel:
-    """Load `base` (Llava or plain causal LM) with `adapters` stacked, for generation."""
+    """Load `base` (Llava or plain causal LM) with `adapters` stacked, for generation.
+    Check the inputs first with `check_model_inputs` (run_suite does)."""
     from lora_vl.models.load import attach_adapters, load_vlm
 
-    if gen.check_adapter_base:
-        for a in adapters:
-            check_adapter_base(base, a)
     is_vlm = model_type(base, gen.revision) == "llava"
     if is_vlm:
         model, processor = load_vlm(base, quantization=gen.quantization, revision=gen.revision, device=device)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from lora_vl.artifacts import atomic_write_bytes, atomic_write_text
+from lora_vl.errors import InputError
 from lora_vl.evaluation.results import fmt, fmt_ci
 
 
@@ -24,9 +24,9 @@ def load_results(paths: list[str]) -> list[dict]:
         try:
             out.append(json.loads(Path(p).read_text()))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: not a readable results JSON: {e}") from e
+            raise InputError(f"{p}: not a readable results JSON: {e}") from e
         if "benchmarks" not in out[-1] or "summary" not in out[-1]:
-            raise ValueError(f"{p}: not a lora-vl eval results file (no 'benchmarks'/'summary')")
+            raise InputError(f"{p}: not a lora-vl eval results file (no 'benchmarks'/'summary')")
     return out
 
 
@@ -108,11 +108,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("results", nargs="+", help="results.json files written by `lora-vl eval`")
     ap.add_argument("--out", required=True, help="output folder for report.md and safety_vs_helpfulness.png")
     a = ap.parse_args(argv)
-    try:
-        results = load_results(a.results)
-    except ValueError as e:
-        print(f"lora-vl report: error: {e}", file=sys.stderr)
-        return 2
+    results = load_results(a.results)
     out = Path(a.out)
     atomic_write_text(out / "report.md", render(results))
     plotted = plot(results, out / "safety_vs_helpfulness.png")

@@ -11,7 +11,7 @@ from typing import Callable
 from lora_vl.artifacts import atomic_write_json, atomic_write_text
 from lora_vl.evaluation.cache import GenerationCache
 from lora_vl.evaluation.judges import build_judge
-from lora_vl.evaluation.model_io import check_adapter_base, model_fingerprint, model_type
+from lora_vl.evaluation.model_io import check_model_inputs, model_fingerprint
 from lora_vl.evaluation.readers import read_benchmark, study_category
 from lora_vl.evaluation.respond import cached_answers, generate_missing, missing
 from lora_vl.evaluation.results import benchmark_result, render_markdown, summarize
@@ -87,21 +87,13 @@ def judge_all(suite: Suite, benches: list[Bench]) -> dict[tuple[str, str], list]
     return out
 
 
-def check_inputs(suite: Suite, base: str, adapters: list[str]) -> bool:
-    """Fail early on bad inputs (adapter/base mismatch, unreadable config); return is_vlm."""
-    if suite.generation.check_adapter_base:
-        for a in adapters:
-            check_adapter_base(base, a)
-    return model_type(base, suite.generation.revision) == "llava"
-
-
 def run_suite(suite: Suite, base: str, adapters: list[str], out_dir: str | Path, *, device=None,
               suite_path: str | None = None, on_batch: Callable[[list[str]], None] | None = None) -> dict:
     out_dir = Path(out_dir)
     if suite.toy_data:
         from lora_vl.evaluation.toy_data import ensure_toy_data
         ensure_toy_data(suite.toy_data)
-    is_vlm = check_inputs(suite, base, adapters)
+    is_vlm = check_model_inputs(base, adapters, suite.generation)
     fp = model_fingerprint(base, adapters, suite.generation.revision, suite.generation.quantization)
     cache = GenerationCache(suite.cache or out_dir / "generations.jsonl")
     benches = read_all(suite, is_vlm)

@@ -8,6 +8,7 @@ combine a stack into one adapter first with `lora-vl merge`.
 """
 from __future__ import annotations
 
+from lora_vl.errors import InputError
 from lora_vl.evaluation.items import load_image
 
 
@@ -19,14 +20,11 @@ def load_engine(base: str, adapters: list[str], gen):
         raise ImportError("generation.backend 'vllm' needs vLLM: pip install 'lora_vl[vllm]'") from e
     from transformers import AutoProcessor, AutoTokenizer
 
-    from lora_vl.evaluation.model_io import EvalModel, check_adapter_base, model_fingerprint, model_type, text_processor
+    from lora_vl.evaluation.model_io import EvalModel, model_fingerprint, model_type, text_processor
 
     if len(adapters) > 1:
-        raise ValueError(f"vLLM applies one LoRA adapter per request, got {len(adapters)}; merge them into "
+        raise InputError(f"vLLM applies one LoRA adapter per request, got {len(adapters)}; merge them into "
                          f"one with `lora-vl merge` (or use generation.backend=hf, which stacks them)")
-    if gen.check_adapter_base:
-        for a in adapters:
-            check_adapter_base(base, a)
     is_vlm = model_type(base, gen.revision) == "llava"
     kwargs = {"quantization": "bitsandbytes"} if gen.quantization == "4bit" else {}
     llm = vllm.LLM(model=base, revision=gen.revision, enable_lora=bool(adapters), seed=0, **kwargs)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from lora_vl.merge.io import LoraFactors
+from lora_vl.merge.methods import merge_method
 
 
 @dataclass
@@ -21,6 +22,7 @@ class CompressionStats:
     kept_energy: float  # Σ kept σ² / Σ σ²
 
 
+@merge_method("sum", dense=False, help="exact Σ λ_i ΔW_i by concatenating factors (rank Σ r_i unless `rank`)")
 def weighted_sum(terms: list[tuple[float, LoraFactors]]) -> LoraFactors | None:
     """Σ λ_i ΔW_i exactly, as one LoRA of rank Σ r_i with the scales folded into B (scale 1).
 

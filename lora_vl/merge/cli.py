@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from lora_vl.merge.io import MergeError
+from lora_vl.merge.export import main as export_main
 from lora_vl.merge.recipe import MergeRecipe
-from lora_vl.recipe import RecipeError, build, describe
+from lora_vl.merge.run import run
+from lora_vl.merge.sweep import load_sweep_data, run_sweep
+from lora_vl.recipe import build, describe
 
 EXAMPLES = """\
 examples:
@@ -37,9 +38,6 @@ def merge_parser() -> argparse.ArgumentParser:
 
 
 def run_merge(argv: list[str]) -> int:
-    from lora_vl.merge.run import run
-    from lora_vl.merge.sweep import load_sweep_data, run_sweep
-
     args = merge_parser().parse_intermixed_args(argv)
     data, grid = load_sweep_data(args.recipe, args.overrides, args.sweep)
     if grid:
@@ -53,15 +51,7 @@ def run_merge(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     argv = list(argv)
-    try:
-        if argv and argv[0] == "export":
-            from lora_vl.merge.export import main as export_main
-            return export_main(argv[1:])
-        return run_merge(argv)
-    except (MergeError, RecipeError, FileExistsError) as e:
-        print(f"lora-vl merge: error: {e}", file=sys.stderr)
-        return 2
+    if argv and argv[0] == "export":
+        return export_main(argv[1:])
+    return run_merge(argv)
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -20,6 +20,7 @@ import torch
 
 from lora_vl.merge.algebra import CompressionStats, energy_stats, split_svd
 from lora_vl.merge.io import LoraFactors
+from lora_vl.merge.methods import merge_method
 
 
 def trim_magnitude(t: torch.Tensor, density: float) -> torch.Tensor:
@@ -63,19 +64,23 @@ def disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
     return acc / count.clamp(min=1)
 
 
-def ties(deltas: list[torch.Tensor], weights: list[float], density: float) -> torch.Tensor:
+@merge_method("ties", dense=True, help="trim each delta to `density`, elect signs, disjoint mean (Yadav et al. 2023)")
+def ties(deltas: list[torch.Tensor], weights: list[float], density: float, gens=None) -> torch.Tensor:
     return disjoint_mean([w * trim_magnitude(d, density) for d, w in zip(deltas, weights)])
 
 
+@merge_method("dare", dense=True, help="drop entries at random (keep `density`), rescale, sum (Yu et al. 2024)")
 def dare(deltas, weights, density, gens: list[torch.Generator]) -> torch.Tensor:
     return sum(w * dare_drop(d, density, g) for d, w, g in zip(deltas, weights, gens))
 
 
+@merge_method("dare_ties", dense=True, help="DARE drop/rescale, then TIES sign election + disjoint mean")
 def dare_ties(deltas, weights, density, gens: list[torch.Generator]) -> torch.Tensor:
     return disjoint_mean([w * dare_drop(d, density, g) for d, w, g in zip(deltas, weights, gens)])
 
 
-def magnitude(deltas: list[torch.Tensor], weights: list[float], density: float) -> torch.Tensor:
+@merge_method("magnitude", dense=True, help="trim each delta to `density` by magnitude, then sum")
+def magnitude(deltas: list[torch.Tensor], weights: list[float], density: float, gens=None) -> torch.Tensor:
     return sum(w * trim_magnitude(d, density) for d, w in zip(deltas, weights))
 
 

@@ -15,13 +15,11 @@ from pathlib import Path
 
 import torch
 
-from lora_vl.artifacts import atomic_dir, make_manifest, write_manifest
+from lora_vl.artifacts import atomic_dir
+from lora_vl.handoff import make_manifest, write_manifest
 from lora_vl.merge.io import AdapterFile, MergeError, adapter_config, read_adapter, write_adapter
-from lora_vl.merge.run import _same_base
+from lora_vl.models.load import DTYPES, skips_quantization
 
-# Same policy as the kit's 4-bit loading: the vision tower, projector and lm_head stay 16-bit.
-SKIP_QUANT = ("vision_tower", "multi_modal_projector", "lm_head")
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # Files beside a local base checkpoint that a standard checkpoint needs (tokenizer, processor).
 _ASSET_SUFFIXES = (".model", ".txt", ".jinja")
 _ASSET_NAMES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json",
@@ -47,7 +45,7 @@ def nf4_roundtrip(weight: torch.Tensor, quant_dtype: torch.dtype = torch.bfloat1
 
 def quantizable_linears(model) -> list[tuple[str, torch.nn.Linear]]:
     return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and not any(s in n.split(".") for s in SKIP_QUANT)]
+            if isinstance(m, torch.nn.Linear) and not skips_quantization(n)]
 
 
 def to_nf4_weights(model, **kw) -> int:
@@ -98,19 +96,14 @@ def write_lora_only(adapter: Path, directory: Path, base_dir: Path) -> None:
     write_adapter(directory, cfg, a.modules, None, a.modules[next(iter(a.modules))].A.dtype)
 
 
-def check_base(adapter: AdapterFile, base: str, allow_other: bool) -> None:
-    if adapter.base_model and not allow_other and not _same_base(adapter.base_model, base):
-        raise MergeError(f"{adapter.path}/adapter_config.json: adapter was made for base "
-                         f"{adapter.base_model!r}, not {base!r} (pass --allow-other-base if it is the same model)")
-
-
 def export(adapter: str, base: str, output: str, fmt: str = "full", fold_into: str = "original",
            dtype: str = "bfloat16", overwrite: bool = False, allow_other_base: bool = False) -> Path:
     out = Path(output)
     if out.exists() and not overwrite:
         raise MergeError(f"{out}: already exists; pass --overwrite to replace it")
     af = AdapterFile(adapter)
-    check_base(af, base, allow_other_base)
+    if not allow_other_base:  # --allow-other-base: the same model stored elsewhere
+        af.adapter.check_base(base)
     model = load_base(base)
     n_nf4 = to_nf4_weights(model) if fold_into == "nf4" else 0
     manifest = make_manifest("exported_checkpoint", {"adapter": adapter, "base": base, "format": fmt,
@@ -119,11 +112,11 @@ def export(adapter: str, base: str, output: str, fmt: str = "full", fold_into: s
                              nf4_linears=n_nf4)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         if fmt == "full":
-            fold_full(model, af.path).to(_DTYPES[dtype]).save_pretrained(tmp)
+            fold_full(model, af.path).to(DTYPES[dtype]).save_pretrained(tmp)
             copy_assets(base, tmp)
         else:
             manifest["baked_tensors"] = bake_projector(model, af)
-            model.to(_DTYPES[dtype]).save_pretrained(tmp / "base")
+            model.to(DTYPES[dtype]).save_pretrained(tmp / "base")
             copy_assets(base, tmp / "base")
             write_lora_only(af.path, tmp / "adapter", out / "base")
         write_manifest(tmp, manifest)
@@ -140,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
                    help="full: merged checkpoint; baked: base with projector baked in + LoRA-only adapter")
     p.add_argument("--fold-into", choices=["original", "nf4"], default="original",
                    help="fold into the 16-bit base weights or their NF4 round-trip (what QLoRA trained on)")
-    p.add_argument("--dtype", choices=list(_DTYPES), default="bfloat16", help="stored dtype")
+    p.add_argument("--dtype", choices=list(DTYPES), default="bfloat16", help="stored dtype")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--allow-other-base", action="store_true",
                    help="accept a --base that differs from the adapter's base_model_name_or_path")

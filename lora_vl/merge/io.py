@@ -20,6 +20,7 @@ from peft.utils.other import get_pattern_key
 from safetensors import SafetensorError, safe_open
 
 from lora_vl.errors import InputError
+from lora_vl.handoff import open_adapter
 from lora_vl.merge.stream import header_reserve, save_streaming
 
 CONFIG = "adapter_config.json"
@@ -83,33 +84,12 @@ class AdapterFile:
     """
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.config = self._read_config()
+        self.adapter = open_adapter(path, role="merge input")  # readable config + safetensors header
+        self.path, self.config = self.adapter.path, self.adapter.config
         self._check_config()
-        self.weights_path = self.path / WEIGHTS
-        if not self.weights_path.is_file():
-            bin_hint = " (only adapter_model.bin found; weights are read only from safetensors)" \
-                if (self.path / "adapter_model.bin").exists() else ""
-            raise MergeError(f"{self.weights_path}: adapter weights file is missing{bin_hint}")
-        try:
-            with safe_open(str(self.weights_path), framework="pt") as f:
-                self._shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-                self._dtypes = {k: f.get_slice(k).get_dtype() for k in self._shapes}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise MergeError(f"{self.weights_path}: not a readable safetensors file: {e}") from e
+        self.weights_path = self.adapter.weights_path
+        self._shapes, self._dtypes = self.adapter.shapes, self.adapter.dtypes
         self._index(list(self._shapes))
-
-    def _read_config(self) -> dict:
-        cfg_path = self.path / CONFIG
-        if not cfg_path.is_file():
-            raise MergeError(f"{cfg_path}: missing; expected a PEFT adapter directory at {self.path}")
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as e:
-            raise MergeError(f"{cfg_path}: not valid JSON: {e}") from e
-        if not isinstance(cfg, dict) or cfg.get("peft_type", "LORA") != "LORA":
-            raise MergeError(f"{cfg_path}: expected a LoRA adapter config (peft_type LORA)")
-        return cfg
 
     def _check_config(self) -> None:
         for key, bad in _UNSUPPORTED.items():

@@ -5,11 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from lora_vl.recipe import RecipeError, field
+from lora_vl.merge import algebra, dense  # noqa: F401  (the methods register themselves)
+from lora_vl.merge.methods import METHODS, describe
 from lora_vl.merge.schedule import parse_layers
-
-METHODS = ("sum", "ties", "dare", "dare_ties", "magnitude")
-DENSE_METHODS = METHODS[1:]
+from lora_vl.recipe import RecipeError, field
 
 
 @dataclass
@@ -42,9 +41,8 @@ class MergeRecipe:
     inputs: list[MergeInput] = field(help="the adapters to merge (same base model)")
     output: str = field(help="output adapter directory (for a sweep: the folder of all points + sweep.json)")
     weights: list[float] | None = field(None, help="optional: one λ per input, replacing inputs[].weight")
-    method: Literal["sum", "ties", "dare", "dare_ties", "magnitude"] = field(
-        "sum", help="sum: exact Σ λ_i ΔW_i (rank Σ r_i unless `rank`); ties / dare / dare_ties / "
-        "magnitude: dense per-module merge factored back to `rank`")
+    method: str = field("sum", help="merge method; dense methods merge per module and factor back to "
+                        "`rank`. One of: " + describe())
     rank: int | None = field(None, help="target rank: SVD-compress the result (sum: default none = exact; "
                              "dense methods: default the largest input rank of the module)")
     density: float = field(0.5, help="ties/dare/dare_ties/magnitude: fraction of entries kept (0 < d <= 1)")
@@ -65,6 +63,9 @@ class MergeRecipe:
     def validate(self, where: str) -> None:
         if not self.inputs:
             raise RecipeError(f"{where}.inputs: expected at least one adapter")
+        if self.method not in METHODS:
+            raise RecipeError(f"{where}.method: unknown merge method {self.method!r}; expected one of "
+                              f"{sorted(METHODS)}")
         if self.weights is not None and len(self.weights) != len(self.inputs):
             raise RecipeError(f"{where}.weights: {len(self.weights)} value(s) for {len(self.inputs)} "
                               "input(s); expected one weight per input")

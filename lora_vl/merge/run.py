@@ -9,16 +9,18 @@ from typing import Iterator
 
 import torch
 
-from lora_vl.artifacts import atomic_dir, atomic_write_json, fingerprint_files, make_manifest, write_manifest
+from lora_vl.artifacts import atomic_dir, atomic_write_json, fingerprint_files
+from lora_vl.handoff import make_manifest, same_location, write_manifest
 from lora_vl.merge import dense
-from lora_vl.merge.algebra import compress, weighted_sum
+from lora_vl.merge.algebra import compress
 from lora_vl.merge.io import (CONFIG, WEIGHTS, AdapterFile, LoraFactors, MergeError, adapter_config, write_config,
                               write_weights)
+from lora_vl.merge.methods import METHODS
 from lora_vl.merge.recipe import MergeRecipe
 from lora_vl.merge.schedule import coefficient, layer_index
+from lora_vl.models.load import DTYPES
 
 REPORT = "merge_report.json"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -43,16 +45,11 @@ def open_inputs(recipe: MergeRecipe, cache: dict | None = None) -> list[AdapterF
     return files
 
 
-def _same_base(a: str, b: str) -> bool:
-    norm = lambda p: os.path.realpath(p) if os.path.isdir(p) else p.rstrip("/")  # noqa: E731
-    return norm(a) == norm(b)
-
-
 def common_base(files: list[AdapterFile]) -> str | None:
     """The inputs' shared base_model_name_or_path (None = unknown, compatible with any)."""
     known = [(f, f.base_model) for f in files if f.base_model]
     for f, base in known[1:]:
-        if not _same_base(base, known[0][1]):
+        if not same_location(base, known[0][1]):
             raise MergeError(f"{f.path / CONFIG}: base_model_name_or_path {base!r} differs from "
                              f"{known[0][1]!r} in {known[0][0].path / CONFIG}; adapters must share a base model")
     return known[0][1] if known else None
@@ -84,8 +81,9 @@ def _stats_dict(rank: int, stats) -> dict:
         {"rank": rank, "rel_error": stats.rel_error, "kept_energy": stats.kept_energy}
 
 
-def merge_sum(recipe: MergeRecipe, factors: list[LoraFactors | None], lams: list[float]):
-    f = weighted_sum([(lam, fac) for lam, fac in zip(lams, factors) if fac is not None])
+def merge_factors(recipe: MergeRecipe, factors: list[LoraFactors | None], lams: list[float]):
+    """An exact factor method, then SVD compression to `rank` if asked for."""
+    f = METHODS[recipe.method].combine([(lam, fac) for lam, fac in zip(lams, factors) if fac is not None])
     if f is None or recipe.rank is None or f.rank <= recipe.rank:
         return f, None
     return compress(f, recipe.rank)
@@ -98,10 +96,7 @@ def merge_dense(recipe: MergeRecipe, module: str, factors: list[LoraFactors | No
     deltas = [f.delta(torch.float32) if f is not None else torch.zeros(shape) for f in factors]
     p = recipe.density
     gens = [dense.module_generator(recipe.seed, module, i) for i in range(len(factors))]
-    fn = {"ties": lambda: dense.ties(deltas, lams, p), "magnitude": lambda: dense.magnitude(deltas, lams, p),
-          "dare": lambda: dense.dare(deltas, lams, p, gens),
-          "dare_ties": lambda: dense.dare_ties(deltas, lams, p, gens)}[recipe.method]
-    M = fn()
+    M = METHODS[recipe.method].combine(deltas, lams, p, gens)
     del deltas
     if not torch.any(M):
         return None, None
@@ -122,10 +117,10 @@ def merged_modules(recipe: MergeRecipe, files: list[AdapterFile], shapes: dict[s
         factors = [f.factors(m) if m in f.modules and lam != 0.0 else None for f, lam in zip(files, lams)]
         if all(f is None for f in factors):
             continue  # every coefficient is zero here: no delta, no module
-        if recipe.method == "sum":
-            out, stats = merge_sum(recipe, factors, lams)
-        else:
+        if METHODS[recipe.method].dense:
             out, stats = merge_dense(recipe, m, factors, lams, shape)
+        else:
+            out, stats = merge_factors(recipe, factors, lams)
         del factors
         if out is not None:
             result.module_stats[m] = _stats_dict(out.rank, stats)
@@ -172,7 +167,7 @@ def merge_extra(recipe: MergeRecipe, files: list[AdapterFile], result: MergeResu
 
 def result_dtype(recipe: MergeRecipe, files: list[AdapterFile]) -> torch.dtype:
     if recipe.dtype != "auto":
-        return _DTYPES[recipe.dtype]
+        return DTYPES[recipe.dtype]
     dtypes = [f.dtype for f in files]
     return torch.float32 if torch.float32 in dtypes else dtypes[0]
 

@@ -25,7 +25,9 @@ from transformers import (
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils import logging as hf_logging
 
+from lora_vl.artifacts import atomic_dir
 from lora_vl.data.templates import resolve_template
+from lora_vl.handoff import write_manifest
 
 IMAGE_TOKEN = "<image>"
 VISION_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel,
@@ -146,8 +148,6 @@ def check_image_tokens(model, processor) -> None:
 
 
 def save_composed(model, processor, out_dir: str | Path, manifest: dict) -> None:
-    from lora_vl.artifacts import atomic_dir, write_manifest
-
     with atomic_dir(out_dir, overwrite=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)

@@ -12,7 +12,14 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, BitsAndBytesConfig, LlavaForConditionalGeneration, LlavaProcessor
 
+# Full module paths: bitsandbytes silently ignores short names (environment.md).
 SKIP_QUANT = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def skips_quantization(module_name: str) -> bool:
+    """Whether a module stays 16-bit under the kit's 4-bit policy (vision tower, projector, lm_head)."""
+    return any(module_name == p or module_name.startswith(p + ".") for p in SKIP_QUANT)
 
 
 def default_device() -> torch.device:

@@ -6,9 +6,11 @@ import re
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import get_peft_model, prepare_model_for_kbit_training
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from lora_vl.handoff import lora_config
 
 PROJECTOR = "multi_modal_projector"
 LM_PREFIX = "model.language_model."
@@ -50,11 +52,9 @@ def prepare_base(model, quantized: bool, gradient_checkpointing: bool):
     return model
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, rslora: bool, train_projector: bool,
-             seed: int = 0):
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, use_rslora=rslora,
-                        target_modules=lora_target_regex(model), bias="none",
-                        modules_to_save=[PROJECTOR] if train_projector else None)
+def add_lora(model, settings, train_projector: bool, seed: int = 0):
+    """Wrap `model` with a fresh LoRA (a recipe's `lora:` settings) on every LM linear."""
+    config = lora_config(settings, lora_target_regex(model), [PROJECTOR] if train_projector else None)
     torch.manual_seed(seed)
     return get_peft_model(model, config)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lora_vl.artifacts import MANIFEST, atomic_dir, fingerprint_obj, make_manifest, write_manifest
+from lora_vl.artifacts import atomic_dir, fingerprint_obj
+from lora_vl.handoff import MANIFEST, make_manifest, write_manifest
 import shutil
 
 from lora_vl.models.tiny import build_tiny_parts

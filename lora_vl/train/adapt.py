@@ -73,8 +73,7 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
     if projector is not None:
         L.load_projector(model, projector)
     model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
-    model = L.add_lora(model, r.lora.r, r.lora.alpha, r.lora.dropout, r.lora.rslora,
-                       train_projector=True, seed=r.stage2.optim.seed)
+    model = L.add_lora(model, r.lora, train_projector=True, seed=r.stage2.optim.seed)
     groups = L.param_groups(model, r.stage2.optim.lr, r.stage2.optim.lr_projector)
     data = TrainSet(r.stage2.data, processor)
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-from peft import LoraConfig
 
-from lora_vl.artifacts import MANIFEST, atomic_dir, fingerprint_files
+from lora_vl.artifacts import atomic_dir, fingerprint_files
+from lora_vl.handoff import lora_config, open_adapter
 from lora_vl.data.config import DataConfig
 from lora_vl.models import lora as L
 from lora_vl.models.load import attach_adapters, load_vlm
@@ -68,24 +67,11 @@ class SafetyRecipe:
             raise RecipeError(f"{where}.{self.method}: method is {self.method!r} but this section is missing")
 
 
-def _same_place(a: str, b: str) -> bool:
-    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
-
-
 def check_parent(parent: str | Path, base) -> Path:
-    """The parent must be a PEFT adapter trained on this very base."""
-    parent = Path(parent)
-    config = parent / "adapter_config.json"
-    if not config.is_file():
-        raise FileNotFoundError(f"parent adapter {parent}: no adapter_config.json (run `lora-vl adapt` first?)")
-    claims = {"adapter_config.json base_model_name_or_path": json.loads(config.read_text()).get("base_model_name_or_path")}
-    if (parent / MANIFEST).is_file():
-        claims["manifest.json base"] = json.loads((parent / MANIFEST).read_text()).get("base")
-    for where, made_on in claims.items():
-        if made_on is not None and not _same_place(str(made_on), str(base)):
-            raise ValueError(f"parent adapter {parent}: trained on base {made_on!r} ({where}), but this "
-                             f"recipe's base is {str(base)!r}; a LoRA only fits the base it was trained on")
-    return parent
+    """The parent must be a readable PEFT adapter trained on this very base."""
+    adapter = open_adapter(parent, role="parent adapter")
+    adapter.check_base(base, role="parent adapter")
+    return adapter.path
 
 
 def activate(model, vl: list[str]) -> None:
@@ -124,8 +110,7 @@ def stacked_model(r: SafetyRecipe, base, parent: Path, seed: int):
     vl = list(model.peft_config)
     freeze_dropout(model, vl)
     torch.manual_seed(seed)
-    model.add_adapter(SAFETY, LoraConfig(r=r.lora.r, lora_alpha=r.lora.alpha, lora_dropout=r.lora.dropout,
-                                         use_rslora=r.lora.rslora, target_modules=targets, bias="none"))
+    model.add_adapter(SAFETY, lora_config(r.lora, targets))
     activate(model, vl)
     return model, processor, vl
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
-from lora_vl.artifacts import MANIFEST, fingerprint_files, fingerprint_obj, make_manifest, write_manifest
+from lora_vl.artifacts import fingerprint_files, fingerprint_obj
+from lora_vl.errors import InputError
+from lora_vl.handoff import make_manifest, read_manifest, write_manifest
 from lora_vl.data.config import DataConfig
 from lora_vl.train.config import ModelConfig
 
@@ -38,10 +39,11 @@ def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
     base_dir = Path(model.base_dir) if model.base_dir else output_dir / "base"
     spec = compose_spec(model)
     wanted = {**spec, "sources": {"lm": local_stamp(model.lm), "vision": local_stamp(model.vision)}}
-    if (base_dir / MANIFEST).is_file():
-        made = json.loads((base_dir / MANIFEST).read_text()).get("compose")
+    manifest = read_manifest(base_dir, required=False)
+    if manifest is not None:
+        made = manifest.get("compose")
         if made != wanted:
-            raise ValueError(f"{base_dir}: holds a Llava composed from {made}, but the recipe asks for "
+            raise InputError(f"{base_dir}: holds a Llava composed from {made}, but the recipe asks for "
                              f"{wanted} (a local LM or encoder that was rebuilt counts as different); "
                              "set model.base_dir to another folder or remove it")
         return base_dir
@@ -66,12 +68,11 @@ def data_provenance(data: DataConfig) -> list[dict]:
 
 def finished(out_dir: Path, fingerprint: str) -> bool:
     """True if `out_dir` holds this exact run's result; error if it holds another run's."""
-    path = out_dir / MANIFEST
-    if not path.is_file():
+    manifest = read_manifest(out_dir, required=False)
+    if manifest is None:
         return False
-    made = json.loads(path.read_text()).get("fingerprint")
-    if made != fingerprint:
-        raise FileExistsError(f"{out_dir}: already holds the result of a different recipe; "
+    if manifest.get("fingerprint") != fingerprint:
+        raise InputError(f"{out_dir}: already holds the result of a different recipe; "
                               "choose another output_dir or remove it")
     return True
 

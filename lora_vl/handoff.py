@@ -1,0 +1,149 @@
+"""What one stage hands the next: an adapter directory, its manifest, and the base it was made on.
+
+The one owner of: manifests (make / write / read), recognising a PEFT adapter directory (config
+readable, weights a readable safetensors file), the same-path rule, the base check, and the
+`LoraConfig` a recipe's LoRA settings build. Training (adapt, safety), merge, export and
+evaluation all go through here, so a check is written once and cannot drift.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peft import LoraConfig
+from safetensors import SafetensorError, safe_open
+
+from lora_vl.artifacts import atomic_write_json, git_commit, package_versions
+from lora_vl.errors import InputError
+
+MANIFEST = "manifest.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class HandoffError(InputError):
+    """An artifact handed between stages is missing, unreadable, or made on another base."""
+
+
+# --- manifests ---------------------------------------------------------------------------
+
+def make_manifest(kind: str, recipe: dict, **fields: Any) -> dict:
+    """A manifest: what was made, from what, with which code."""
+    return {"kind": kind, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "recipe": recipe,
+            "packages": package_versions(), "git_commit": git_commit(), **fields}
+
+
+def write_manifest(directory: str | Path, manifest: dict) -> None:
+    atomic_write_json(Path(directory) / MANIFEST, manifest)
+
+
+def read_json_file(path: str | Path, what: str) -> Any:
+    """A small JSON file (config, manifest); errors name the file and what it should be."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise HandoffError(f"{path}: {what} not found") from e
+    except UnicodeDecodeError as e:
+        raise HandoffError(f"{path}: not UTF-8 text; expected a JSON {what}") from e
+    except json.JSONDecodeError as e:
+        raise HandoffError(f"{path}: corrupt {what} (not valid JSON: {e})") from e
+
+
+def read_manifest(directory: str | Path, required: bool = True) -> dict | None:
+    """The manifest of a lora_vl artifact; None if absent and not `required`."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        if required:
+            raise HandoffError(f"{path}: no manifest.json (is {directory} an artifact of lora_vl?)")
+        return None
+    manifest = read_json_file(path, "manifest")
+    if not isinstance(manifest, dict):
+        raise HandoffError(f"{path}: expected a JSON object")
+    return manifest
+
+
+# --- the same-path rule and the base check ------------------------------------------------
+
+def same_location(a: str | Path, b: str | Path) -> bool:
+    """Two model references name the same thing: equal real paths when both exist locally,
+    else equal strings up to a trailing slash (hub ids)."""
+    a, b = str(a), str(b)
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.realpath(a) == os.path.realpath(b)
+    return a.rstrip("/") == b.rstrip("/")
+
+
+@dataclass
+class AdapterDir:
+    """A PEFT LoRA adapter directory as a stage receives it (weights indexed, not loaded)."""
+    path: Path
+    config: dict
+    manifest: dict | None
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / ADAPTER_WEIGHTS
+
+    def recorded_bases(self) -> dict[str, str]:
+        """Every place the adapter names its base: {where: base}."""
+        out = {}
+        if self.manifest and self.manifest.get("base"):
+            out[f"{self.path / MANIFEST} 'base'"] = str(self.manifest["base"])
+        if self.config.get("base_model_name_or_path"):
+            out[f"{self.path / ADAPTER_CONFIG} 'base_model_name_or_path'"] = str(self.config["base_model_name_or_path"])
+        return out
+
+    @property
+    def base(self) -> str | None:
+        """The base it was trained on: the manifest's record first (it is the kit's own)."""
+        return next(iter(self.recorded_bases().values()), None)
+
+    def check_base(self, base: str | Path, role: str = "adapter") -> None:
+        """Refuse an adapter made on another base: a LoRA only fits the weights it was trained on."""
+        for where, made_on in self.recorded_bases().items():
+            if not same_location(made_on, base):
+                raise HandoffError(f"{role} {self.path}: trained on base {made_on!r} ({where}), but the base "
+                                   f"here is {str(base)!r}; a LoRA adapter only fits the base it was trained on")
+
+
+def open_adapter(path: str | Path, role: str = "adapter") -> AdapterDir:
+    """Open an adapter directory, checking what every consumer needs before any model loads."""
+    path = Path(path)
+    if not path.is_dir():
+        raise HandoffError(f"{role} {path}: no such directory; expected a PEFT adapter directory "
+                           f"({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS})")
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise HandoffError(f"{role} {path}: no {ADAPTER_CONFIG}; expected a PEFT adapter directory "
+                           "(made by `lora-vl adapt`, `safety` or `merge`)")
+    config = read_json_file(path / ADAPTER_CONFIG, "adapter config")
+    if not isinstance(config, dict) or config.get("peft_type", "LORA") != "LORA":
+        raise HandoffError(f"{path / ADAPTER_CONFIG}: expected a LoRA adapter config (peft_type LORA)")
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        hint = " (only adapter_model.bin found; weights are read only from safetensors)" \
+            if (path / "adapter_model.bin").exists() else ""
+        raise HandoffError(f"{weights}: adapter weights file is missing{hint}")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            dtypes = {k: f.get_slice(k).get_dtype() for k in shapes}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise HandoffError(f"{weights}: not a readable safetensors file ({e}); expected the adapter "
+                           "weights written by PEFT") from e
+    return AdapterDir(path, config, read_manifest(path, required=False), shapes, dtypes)
+
+
+# --- the LoRA configuration of a recipe ---------------------------------------------------
+
+def lora_config(settings, target_modules: str | list[str], modules_to_save: list[str] | None = None) -> LoraConfig:
+    """The `LoraConfig` of a recipe's `lora:` section (r, alpha, dropout, rslora)."""
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      use_rslora=settings.rslora, target_modules=target_modules, bias="none",
+                      modules_to_save=modules_to_save)
