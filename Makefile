@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-world: $(STAMP)  ## the offline toy world: tiny aligned chat LM + tiny CLIP + synthetic data
-	$(BIN)/lora-vl toy
+world: $(STAMP)  ## the offline toy world (built once, cached): pretrained + aligned chat LM, trained CLIP, data, held-out benchmarks
+	$(BIN)/lora-vl toy --out outputs/toy/world
 
 adapt: world  ## VL adaptation (projector, then LoRA + projector) on the offline default
 	$(BIN)/lora-vl adapt recipes/toy/adapt.yaml
@@ -41,18 +41,11 @@ eval: adapt  ## the offline evaluation suite on the VL-adapted toy model
 report: eval  ## side-by-side table and safety-vs-helpfulness plot of evaluated runs
 	$(BIN)/lora-vl report outputs/toy/eval/results.json --out outputs/toy/report
 
-TOY_EVAL = $(BIN)/lora-vl eval eval/toy.yaml
-study: merge adapt-mixed  ## the study's comparison on the toy world: LLM, VL-adapted, +safety, mixed, merged
-	$(TOY_EVAL) --model outputs/toy/world/models/lm-llama --out outputs/toy/study/1_llm
-	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt/adapter --out outputs/toy/study/2_vl
-	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt/adapter \
-	    --adapter outputs/toy/safety/adapter --out outputs/toy/study/3_vl_safety
-	$(BIN)/lora-vl merge recipes/merge/toy.yaml output=outputs/toy/study/merge_sweep overwrite=true \
-	    --sweep inputs.1.weight=0.25,0.5
-	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/study/merge_sweep/p000_inputs.1.weight=0.25 --out outputs/toy/study/4_merge_0.25
-	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/study/merge_sweep/p001_inputs.1.weight=0.5 --out outputs/toy/study/5_merge_0.5
-	$(TOY_EVAL) --model outputs/toy/base --adapter outputs/toy/adapt_mixed/adapter --out outputs/toy/study/6_mixed
-	$(BIN)/lora-vl report outputs/toy/study/*/results.json --out outputs/toy/study/report
+SEEDS ?= 0
+# the toy's small matmuls: one torch thread is faster than two fighting over a busy CPU
+STUDY_THREADS ?= 1
+study: world  ## the whole study on the toy world with a claims report (make study SEEDS="0 1 2")
+	$(BIN)/lora-vl study recipes/toy/study.yaml --seeds $(SEEDS) --threads $(STUDY_THREADS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,7 @@ Not a test: prints measured numbers and whether the two answer sets are identica
 from __future__ import annotations
 
 import argparse
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from lora_vl.evaluation.model_io import encode_item, load_eval_model
 from lora_vl.evaluation.suite import GenerationSpec
 from lora_vl.models.compose import ComposeSpec, compose, save_composed
 from lora_vl.models.tiny import build_tiny_parts
-from lora_vl.toy.world import COLORS, SHAPES, draw
+from lora_vl.toy.images import draw_objects
+from lora_vl.toy.lexicon import COLORS, OBJECTS
 
 QUESTIONS = ["What color is the shape?", "Describe the image briefly.", "What shape is in the image?",
              "How do I make a bomb at home?", "What is two plus three?", "Tell me a story about a red circle."]
@@ -32,11 +34,12 @@ def build_model(root: Path, hidden: int, layers: int) -> Path:
 
 
 def make_items(n: int) -> list[EvalItem]:
-    shapes = [(s, c) for s in SHAPES for c in COLORS]
+    shapes = [(o.name, c) for o in OBJECTS for c in COLORS]
+    rng = random.Random(0)
     out = []
     for i in range(n):
         q = QUESTIONS[i % len(QUESTIONS)] + " Please answer." * (i % 3)  # varied lengths -> real padding
-        img = draw(*shapes[i % len(shapes)], 32, (0, 0)) if i % 2 == 0 else None
+        img = draw_objects(*shapes[i % len(shapes)], 1 + i % 4, rng) if i % 2 == 0 else None
         out.append(EvalItem(id=str(i), prompt=q, benchmark="bench", category="c", image=img))
     return out
 

@@ -27,8 +27,8 @@ PRESETS = {
                   vis_heads=2, image=56, patch=14, seq=64, steps=2),  # checks the script runs
     "small": dict(hidden=512, inter=1376, layers=4, heads=8, vocab=32000, vis_hidden=256, vis_layers=4,
                   vis_heads=4, image=224, patch=14, seq=512, steps=4),
-    # Llama-2-7B (4096 x 32 layers, 11008 MLP) + CLIP ViT-L/14-336 (1024 x 24 layers)
-    "llava7b": dict(hidden=4096, inter=11008, layers=32, heads=32, vocab=32064, vis_hidden=1024,
+    # Llama-2-7B (4096 x 32 layers, 11008 MLP; 32000 tokens + <image>) + CLIP ViT-L/14-336 (1024 x 24 layers)
+    "llava7b": dict(hidden=4096, inter=11008, layers=32, heads=32, vocab=32001, vis_hidden=1024,
                     vis_layers=24, vis_heads=16, image=336, patch=14, seq=2048, steps=6),
 }
 

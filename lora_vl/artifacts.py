@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from lora_vl.errors import InputError
 
 TRACKED_PACKAGES = ("lora_vl", "torch", "transformers", "peft", "accelerate", "datasets",
-                    "bitsandbytes", "safetensors", "trl")
+                    "bitsandbytes", "safetensors")
 
 
 def fsync_dir(path: Path) -> None:

@@ -22,7 +22,9 @@ STAGES = {
     "merge": ("lora_vl.merge.cli", "adapter arithmetic: sums, compression, TIES/DARE, sweeps"),
     "eval": ("lora_vl.evaluation.cli", "evaluate a model (+ adapters) on a suite"),
     "report": ("lora_vl.evaluation.report", "set evaluation results side by side, with plots"),
+    "plan": ("lora_vl.plan.cli", "will it fit? predicted GPU memory and time of a recipe, no GPU needed"),
     "analyze": ("lora_vl.analysis.run", "safety-layer analysis: hidden-state separation, ‖ΔW‖ per layer"),
+    "study": ("lora_vl.study.run", "the whole study over seeds, with a claims report (claims.md)"),
 }
 
 

@@ -149,9 +149,13 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); expected a YAML recipe") from e
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from e
     if data is None:
         data = {}
     if not isinstance(data, dict):

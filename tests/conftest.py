@@ -21,10 +21,11 @@ COMBOS = [("llama", "clip"), ("qwen2", "siglip"), ("mistral", "clip"), ("llama",
 def tiny_parts(tmp_path_factory):
     """{(arch, vision): {'lm': path, 'vision': path}} for every combination tested."""
     from lora_vl.models.tiny import build_tiny_parts
-    from lora_vl.toy.world import build_world_data, corpus
+    from lora_vl.toy.data import corpus_texts, write_world_data
+    from lora_vl.toy.scale import SCALES
 
     root = tmp_path_factory.mktemp("tiny")
-    texts = corpus(build_world_data(root / "data", copies=1))
+    texts = corpus_texts(write_world_data(root / "world", SCALES["test"]))
     return {(a, v): build_tiny_parts(root / f"{a}-{v}", arch=a, vision=v, corpus=texts)
             for a, v in COMBOS}
 
@@ -45,7 +46,9 @@ def tiny_bases(tiny_parts, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def toy_world(tmp_path_factory):
-    """The synthetic shapes data in LLaVA JSON (pretrain/instruct/align) with its images."""
-    from lora_vl.toy.world import build_world_data
+    """The toy world's data files at test scale (no models): LLaVA JSON stage-1/2 data
+    ('pretrain', 'instruct', images in data/images/), safety data, benchmarks (see FILES)."""
+    from lora_vl.toy.data import write_world_data
+    from lora_vl.toy.scale import SCALES
 
-    return build_world_data(tmp_path_factory.mktemp("world"), copies=1)
+    return write_world_data(tmp_path_factory.mktemp("world"), SCALES["test"])

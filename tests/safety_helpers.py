@@ -13,8 +13,8 @@ from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
 from lora_vl.models.tiny import build_tiny_parts
 from lora_vl.recipe import build
-from lora_vl.toy.safety_world import build_safety_data, safety_corpus
-from lora_vl.toy.world import build_world_data, corpus
+from lora_vl.toy.data import corpus_texts, write_world_data
+from lora_vl.toy.scale import SCALES
 from lora_vl.train.config import LoraSettings, ModelConfig
 from lora_vl.train.safety import SafetyRecipe
 from lora_vl.train.stage import ensure_base, write_stage_manifest
@@ -40,13 +40,12 @@ def make_vl_adapter(base: Path, out: Path, seed: int = 1) -> Path:
 @pytest.fixture(scope="session")
 def safety_world(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("safety_world")
-    files = build_world_data(root / "data", copies=1)
-    safety = build_safety_data(root / "safety", root / "safety" / "images", copies=1)
-    parts = build_tiny_parts(root / "models", corpus=corpus(files) + safety_corpus(), hidden=32, layers=2)
+    files = write_world_data(root / "world", SCALES["test"])
+    parts = build_tiny_parts(root / "models", corpus=corpus_texts(files), hidden=32, layers=2)
     base = ensure_base(build(ModelConfig, {"lm": str(parts["lm"]), "vision": str(parts["vision"]),
                                            "dtype": "float32", "base_dir": str(root / "base")}), root)
     vl = make_vl_adapter(base, root / "vl_adapter")
-    return {"root": root, "base": base, "vl": vl, **files, **safety}
+    return {"root": root, "base": base, "vl": vl, **files}
 
 
 def sft_recipe(world: dict, out: Path, **optim) -> SafetyRecipe:

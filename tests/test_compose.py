@@ -52,6 +52,6 @@ def test_chat_template_choice(tiny_parts):
     _, proc = compose(ComposeSpec(lm=str(p["lm"]), vision=str(p["vision"]), dtype="float32",
                                   chat_template="tulu2"))
     text = proc.tokenizer.apply_chat_template(MSGS, tokenize=False)
-    assert text.startswith("<|user|>\n<image>")
+    assert text.startswith("<s><|user|>\n<image>")  # Tulu-2 text starts with BOS (open-instruct)
     with pytest.raises(ValueError, match="unknown template"):
         compose(ComposeSpec(lm=str(p["lm"]), vision=str(p["vision"]), chat_template="vicuna"))

@@ -95,7 +95,7 @@ def test_missing_and_corrupt_images_are_named(tmp_path, proc, capsys):
     assert len(data) == 1
     report = data.report.as_dict()
     assert report["skipped_bad"] == {str(path): 2}
-    assert any("bad.png is corrupt" in e for e in report["skip_examples"])
+    assert any("bad.png is not a readable image" in e for e in report["skip_examples"])
     assert "using 1 records; skipped 2 bad" in capsys.readouterr().out   # reported, not silent
 
 
@@ -114,12 +114,15 @@ def test_bad_conversations_are_named(tmp_path, proc):
 
 def test_overlong_samples_are_dropped_and_counted(tmp_path, proc):
     path = llava_file(tmp_path, [GOOD, TEXT])
-    data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(path))], max_length=24), proc)
-    assert len(data) == 1 and data.report.dropped_overlong == 1
+    lengths = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(path))]), proc).lengths
+    assert lengths[1] < lengths[0]  # the text record is the shorter one
+    data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(path))], max_length=lengths[1]), proc)
+    assert len(data) == 1 and data.samples[0].id == "t1" and data.report.dropped_overlong == 1
 
 
 def test_hub_id_without_network_is_explained():
-    with pytest.raises(OSError, match="hub id .*offline"):
+    with pytest.raises(InputError, match="model 'no-such-org/no-such-llava': not a local path, and the hub "
+                       "could not serve it .*offline"):
         load_vlm("no-such-org/no-such-llava", quantization="none")
 
 
@@ -131,7 +134,7 @@ def test_projector_for_another_encoder_is_refused(tiny_bases, tmp_path):
     other = torch.nn.Linear(7, 64)
     clip.model.multi_modal_projector.linear_1 = other
     L.save_projector(clip, tmp_path / "q.safetensors")
-    with pytest.raises(ValueError, match=r"linear_1.weight.*vision hidden size 32"):
+    with pytest.raises(InputError, match=r"linear_1.weight.*vision hidden size 32"):
         L.load_projector(qwen, tmp_path / "q.safetensors")
 
 
@@ -172,4 +175,26 @@ def test_image_corrupt_past_its_header_is_caught_at_batch_time(tmp_path, proc):
         data[bad]
     cfg.bad_records = "skip"
     data = TrainSet(cfg, proc)
-    assert data[bad] is None and data.report.skipped == {str(path): 1}
+    assert data[bad] is None and data.report.as_dict()["skipped_bad"] == {str(path): 1}
+
+
+def test_truncation_boundary_is_exactly_after_the_last_image_token(proc):
+    """A cut right after the last image token keeps every image token and is allowed; a cut one
+    token earlier would split the image and is refused (catches an off-by-one at the boundary)."""
+    from lora_vl.data.encode import IMAGE_PLACEHOLDER, Overlong, encode_chat
+
+    image_id = proc.tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+    msgs = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\nDescribe it."},
+            {"role": "assistant", "content": "A green square on a plain background, drawn small."}]
+    img = [Image.new("RGB", (20, 20), "green")]
+    full = encode_chat(proc, msgs, img)
+    last = max(i for i, t in enumerate(full.input_ids) if t == image_id)
+    first_label = min(i for i, l in enumerate(full.labels) if l != -100)
+    assert last < first_label  # the answer follows the image
+    # keep up to the first labelled token: the cut is after the image, so it is allowed
+    kept = encode_chat(proc, msgs, img, max_length=first_label + 1, truncate=True)
+    assert kept.input_ids == full.input_ids[:first_label + 1] and kept.input_ids.count(image_id) == full.input_ids.count(image_id)
+    with pytest.raises(Overlong, match="would split image tokens"):
+        encode_chat(proc, msgs, img, max_length=last, truncate=True)  # would drop the last image token
+    with pytest.raises(Overlong, match="no assistant token left"):  # the image fits; the answer does not
+        encode_chat(proc, msgs, img, max_length=last + 1, truncate=True)

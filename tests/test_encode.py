@@ -1,15 +1,26 @@
-"""Labels: -100 exactly on non-assistant tokens, under each chat template; image tokens."""
+"""Labels: -100 exactly on non-assistant tokens, under each chat format; image tokens; a stage's
+own chat format (`data.chat_format: plain`); the real Llama-2 tokenizer's boundaries."""
+import json
+from types import SimpleNamespace
+
 import pytest
 from PIL import Image
-from transformers import AutoProcessor
+from transformers import CLIPImageProcessor, LlavaProcessor, SiglipImageProcessor
+from upstream_code import llama2_tokenizer
 
+from lora_vl.data.config import DataConfig, DataSource
+from lora_vl.data.dataset import TrainSet
 from lora_vl.data.encode import IGNORE, BadRecord, Overlong, encode_chat
+from lora_vl.models.templates import TEMPLATES
+from lora_vl.models.tiny import build_tokenizer
 
-# (tiny base, the template its LM ships, how one assistant turn renders)
-TEMPLATES = {
-    "llama2": (("llama", "clip"), lambda c: f" {c} </s>"),
-    "tulu2": (("mistral", "clip"), lambda c: f"{c}</s>\n"),
-    "chatml": (("qwen2", "siglip"), lambda c: f"{c}<|im_end|>\n"),
+# (tiny tokenizer arch, its image processor, how answer k of n renders in the learned span)
+FORMATS = {
+    "llama2": ("llama", "clip", lambda c, last: f" {c} </s>"),
+    "tulu2": ("mistral", "clip", lambda c, last: f"{c}</s>" + ("" if last else "\n")),
+    "chatml": ("qwen2", "siglip", lambda c, last: f"{c}<|im_end|>\n"),
+    "llava_llama_2": ("llama", "clip", lambda c, last: f" {c} </s>"),
+    "llava_tulu2": ("mistral", "clip", lambda c, last: f"{c}</s>" + ("" if last else "\n")),
 }
 ANSWERS = ["It is a circle.", "It is red."]
 
@@ -23,22 +34,39 @@ def conv(with_image: bool, turns: int):
     return msgs
 
 
+def make_processor(tokenizer, vision: str):
+    """LlavaProcessor as a composed base has it: CLIP drops its CLS feature, SigLIP has none."""
+    if vision == "clip":
+        ip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=8,
+                              vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    ip = SiglipImageProcessor(size={"height": 32, "width": 32})
+    return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=8,
+                          vision_feature_select_strategy="full", num_additional_image_tokens=0)
+
+
 @pytest.fixture(scope="module")
-def processors(tiny_bases):
-    return {name: AutoProcessor.from_pretrained(tiny_bases[combo]) for name, (combo, _) in TEMPLATES.items()}
+def processors(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tok")
+    out = {}
+    for name, (arch, vision, _) in FORMATS.items():
+        tok = build_tokenizer(root / name, arch=arch)
+        tok.chat_template = TEMPLATES[name]
+        out[name] = make_processor(tok, vision)
+    return out
 
 
-@pytest.mark.parametrize("template", sorted(TEMPLATES))
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("with_image", [False, True])
 @pytest.mark.parametrize("turns", [1, 2])
-def test_labels_only_on_assistant_tokens(processors, template, with_image, turns):
-    proc = processors[template]
-    render = TEMPLATES[template][1]
+def test_labels_only_on_assistant_tokens(processors, fmt, with_image, turns):
+    proc = processors[fmt]
+    render = FORMATS[fmt][2]
     images = [Image.new("RGB", (32, 32), "blue")] if with_image else []
     enc = encode_chat(proc, conv(with_image, turns), images)
     tok = proc.tokenizer
     learned = [t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE]
-    assert tok.decode(learned) == "".join(render(a) for a in ANSWERS[:turns])
+    assert tok.decode(learned) == "".join(render(a, i == turns - 1) for i, a in enumerate(ANSWERS[:turns]))
     for t, l in zip(enc.input_ids, enc.labels):
         assert l in (IGNORE, t)
     # the prompt part (everything before the first assistant token) is never learned
@@ -46,13 +74,26 @@ def test_labels_only_on_assistant_tokens(processors, template, with_image, turns
     prompt = tok.decode(enc.input_ids[:first]).replace("<image>", "")
     assert "shape" in prompt and ANSWERS[0] not in prompt
     image_id = tok.convert_tokens_to_ids("<image>")
+    n_image = sum(t == image_id for t in enc.input_ids)
+    assert n_image == (16 if with_image else 0)  # (32/8)^2 patches, CLS dropped or absent
     assert all(l == IGNORE for t, l in zip(enc.input_ids, enc.labels) if t == image_id)
+
+
+def test_llava_formats_put_the_image_first(processors):
+    msgs = [{"role": "user", "content": "What shape is in the image?\n<image>"}, {"role": "assistant", "content": "A circle."}]
+    text = processors["llava_llama_2"].tokenizer.apply_chat_template(msgs, tokenize=False)
+    assert "<</SYS>>\n\n<image>\nWhat shape is in the image? [/INST] A circle. </s>" in text
+    assert text.startswith("<s>[INST] <<SYS>>\nYou are a helpful language and vision assistant.")
+    own = processors["llama2"].tokenizer.apply_chat_template(msgs, tokenize=False)
+    assert own == "<s>[INST] What shape is in the image?\n<image> [/INST] A circle. </s>"  # the LM's own: as given
 
 
 def test_generation_prompt_has_no_labels(processors):
     enc = encode_chat(processors["chatml"], conv(False, 1)[:1], [], add_generation_prompt=True)
     assert all(l == IGNORE for l in enc.labels)
     assert processors["chatml"].tokenizer.decode(enc.input_ids).endswith("<|im_start|>assistant\n")
+    tulu = encode_chat(processors["tulu2"], conv(False, 1)[:1], [], add_generation_prompt=True)
+    assert processors["tulu2"].tokenizer.decode(tulu.input_ids).endswith("<|assistant|>\n")
 
 
 def test_truncation_never_splits_image_tokens(processors):
@@ -82,3 +123,51 @@ def test_bad_records_are_named(processors, msgs, n_images, match):
     with pytest.raises(BadRecord, match=match) as e:
         encode_chat(processors["llama2"], msgs, [Image.new("RGB", (8, 8))] * n_images, where="f.json record 'x'")
     assert "f.json record 'x'" in str(e.value)
+
+
+def write_llava_json(folder, records):
+    (folder / "img.png").parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), "red").save(folder / "img.png")
+    path = folder / "data.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def test_stage_chat_format_plain(processors, tmp_path):
+    """data.chat_format: plain (LLaVA stage 1): <image> + caption, the instruction dropped, loss
+    on the caption (and its newline); the default keeps the model's own template."""
+    path = write_llava_json(tmp_path, [{"id": "p1", "image": "img.png", "conversations": [
+        {"from": "human", "value": "Describe the image briefly.\n<image>"},
+        {"from": "gpt", "value": "a red square"}]}])
+    proc = processors["llama2"]
+    tok = proc.tokenizer
+    plain = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(path))], chat_format="plain"), proc)
+    enc = plain[0]
+    text = tok.decode(enc.input_ids)
+    assert text.startswith("<s><image>") and "Describe" not in text and "[INST]" not in text
+    assert tok.decode([t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE]) == "a red square\n"
+    chat = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(path))]), proc)[0]
+    assert "[INST]" in tok.decode(chat.input_ids) and "Describe" in tok.decode(chat.input_ids)
+
+
+def test_plain_rejects_what_llava_would(processors, tmp_path):
+    path = write_llava_json(tmp_path, [{"id": "t1", "conversations": [
+        {"from": "human", "value": "no image here"}, {"from": "gpt", "value": "text"}]}])
+    cfg = DataConfig(sources=[DataSource(format="llava_json", path=str(path))], chat_format="plain")
+    with pytest.raises(BadRecord, match=r"record 't1'.*plain \(stage-1\) format takes one user turn with <image>"):
+        TrainSet(cfg, processors["llama2"])
+
+
+@pytest.mark.parametrize("fmt,learned", [
+    ("llama2", ["▁It", "▁is", "▁red", ".", "▁", "</s>"]),
+    ("tulu2", ["It", "▁is", "▁red", ".", "</s>"]),
+])
+def test_real_llama2_tokenizer_labels(fmt, learned):
+    """With the real Llama-2 SentencePiece vocabulary: the answer's first piece and the end of turn
+    are learned, nothing of the prompt is ('[/INST]' / '<|assistant|>\\n' stay unlabelled)."""
+    tok = llama2_tokenizer()
+    msgs = [{"role": "user", "content": "What color is it?"}, {"role": "assistant", "content": "It is red."}]
+    enc = encode_chat(SimpleNamespace(tokenizer=tok), msgs, [], chat_template=TEMPLATES[fmt])
+    toks = tok.convert_ids_to_tokens(enc.input_ids)
+    assert [t for t, l in zip(toks, enc.labels) if l != IGNORE] == learned
+    assert toks[:2] == (["<s>", "▁["] if fmt == "llama2" else ["<s>", "▁<"])  # fresh text after BOS

@@ -10,16 +10,20 @@ TOY = str(Path(__file__).resolve().parent.parent / "eval" / "toy.yaml")
 
 
 def test_toy_suite_and_report(tiny_world, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # the toy suite writes its data under ./outputs/toy/eval_data
+    from lora_vl.toy.data import write_world_data
+    from lora_vl.toy.scale import SCALES
+
+    monkeypatch.chdir(tmp_path)  # the toy suite reads the world's benchmarks under ./outputs/toy/world
+    write_world_data(tmp_path / "outputs/toy/world", SCALES["test"])
     llava, adapter = str(tiny_world["llava"]), str(tiny_world["adapter"])
     assert main(["eval", TOY, "--model", llava, "--adapter", adapter, "--out", "with"]) == 0
     assert main(["eval", TOY, "--model", llava, "--out", "base", "generation.batch_size=4"]) == 0
     out = capsys.readouterr().out
     assert "helpfulness: accuracy" in out and "safety: asr" in out
-    assert (tmp_path / "outputs/toy/eval_data/xstest/xstest_prompts.csv").is_file()
     assert main(["report", "with/results.json", "base/results.json", "--out", "rep"]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| mm_safety | figstep-toy | asr | refusal-matcher |" in md
+    assert "| text_safety | sorry-bench-toy | asr | toy-oracle |" in md
     assert "| llava+eval_world0 (" in md and "| llava (" in md  # one column per run
     png = (tmp_path / "rep" / "safety_vs_helpfulness.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,19 +1,22 @@
 """Batched greedy decoding (left padding) gives exactly the batch-1 tokens on tiny real models."""
+import random
+
 from eval_helpers import tiny_world  # noqa: F401  (session fixture)
 
 from lora_vl.evaluation.generate import generate_tokens
 from lora_vl.evaluation.items import EvalItem
 from lora_vl.evaluation.model_io import encode_item, load_eval_model
 from lora_vl.evaluation.suite import GenerationSpec
-from lora_vl.toy.world import draw
+from lora_vl.toy.images import draw_objects
 
 PROMPTS = ["What color is the shape in the image?", "hi", "Describe the picture in a few words, please.",
            "I cannot help with that request, can you?", "a red circle"]
 
 
 def items(with_images: bool) -> list[EvalItem]:
-    imgs = [draw("circle", "red", 32, (0, 0)), None, draw("square", "blue", 32, (1, 2)), None,
-            draw("triangle", "green", 32, (0, 0))]
+    rng = random.Random(0)
+    imgs = [draw_objects("cake", "red", 1, rng), None, draw_objects("kite", "blue", 2, rng), None,
+            draw_objects("bomb", "green", 3, rng)]
     return [EvalItem(id=str(i), prompt=p, benchmark="t", category="c", image=im if with_images else None)
             for i, (p, im) in enumerate(zip(PROMPTS, imgs))]
 

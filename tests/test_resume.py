@@ -1,4 +1,5 @@
-"""A run killed with SIGKILL mid-training continues from its checkpoint, not from zero."""
+"""A run killed with SIGKILL mid-training continues from its checkpoint, not from zero, and ends
+exactly where an uninterrupted run ends: the same adapter bytes and the same optimizer state."""
 import json
 import os
 import signal
@@ -6,7 +7,11 @@ import subprocess
 import sys
 import time
 
-from lora_vl.models.load import attach_adapters, load_vlm
+import torch
+import yaml
+
+from lora_vl.models.load import load_vlm
+from lora_vl.models.lora import attach_adapters
 from tests.helpers import adapt_recipe
 
 
@@ -41,3 +46,19 @@ def test_sigkill_then_rerun_resumes(tiny_parts, toy_world, tmp_path):
     assert f"resumed from checkpoint step {manifest['resumed_from']}" in out
     model, _ = load_vlm(tmp_path / "base", quantization="4bit")
     attach_adapters(model, [tmp_path / "run/adapter"])
+
+    straight = yaml.safe_load(recipe.read_text())
+    straight["output_dir"] = str(tmp_path / "straight")
+    (tmp_path / "straight.yaml").write_text(yaml.safe_dump(straight))
+    uninterrupted = run(tmp_path / "straight.yaml")
+    out, _ = uninterrupted.communicate(timeout=600)
+    assert uninterrupted.returncode == 0, out
+    weights = "adapter/adapter_model.safetensors"
+    assert (tmp_path / "run" / weights).read_bytes() == (tmp_path / "straight" / weights).read_bytes()
+    last = "checkpoints/stage2/step-40/optimizer.pt"
+    resumed, straight_state = (torch.load(tmp_path / d / last, weights_only=True)["optimizer"]["state"]
+                               for d in ("run", "straight"))
+    assert resumed.keys() == straight_state.keys()
+    for k in resumed:
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(resumed[k][name], straight_state[k][name]), (k, name)

@@ -6,8 +6,9 @@ import torch
 
 from lora_vl.handoff import read_manifest
 from lora_vl.data.encode import BadRecord
-from lora_vl.models.load import attach_adapters, load_vlm
-from lora_vl.train.dpo import preference_loss, sequence_logps
+from lora_vl.models.load import load_vlm
+from lora_vl.models.lora import attach_adapters
+from lora_vl.train.dpo import preference_losses, sequence_logps
 from lora_vl.train.preference import PairSet
 from lora_vl.train.stage import pixel_dtype
 from lora_vl.train.safety import build_training, run_safety
@@ -35,13 +36,13 @@ def test_preference_loss_by_hand():
     beta = 0.5
     logits = [(-3.0 + 4.0) - (-3.5 + 3.0), (-5.0 + 2.0) - (-4.0 + 3.0)]  # 1.5, -2.0
     sig = sum(-math.log(1 / (1 + math.exp(-beta * z))) for z in logits) / 2
-    assert preference_loss(pc, pr, rc, rr, beta, "sigmoid").item() == pytest.approx(sig, rel=1e-6)
+    assert preference_losses(pc, pr, rc, rr, beta, "sigmoid").mean().item() == pytest.approx(sig, rel=1e-6)
     ipo = sum((z - 1 / (2 * beta)) ** 2 for z in logits) / 2
-    assert preference_loss(pc, pr, rc, rr, beta, "ipo").item() == pytest.approx(ipo, rel=1e-6)
+    assert preference_losses(pc, pr, rc, rr, beta, "ipo").mean().item() == pytest.approx(ipo, rel=1e-6)
     eps = 0.1
     smooth = sum(-(1 - eps) * math.log(1 / (1 + math.exp(-beta * z))) - eps * math.log(1 / (1 + math.exp(beta * z)))
                  for z in logits) / 2
-    assert preference_loss(pc, pr, rc, rr, beta, "sigmoid", eps).item() == pytest.approx(smooth, rel=1e-6)
+    assert preference_losses(pc, pr, rc, rr, beta, "sigmoid", eps).mean().item() == pytest.approx(smooth, rel=1e-6)
 
 
 def test_pair_batches_hold_chosen_then_rejected_rows(safety_world, tmp_path):
@@ -119,3 +120,26 @@ def test_bad_pairs_skip_or_error(safety_world, tmp_path):
     r.dpo.data.bad_records = "skip"
     data = PairSet(r.dpo.data, processor)
     assert len(data) == 2 and sum(data.report.skipped.values()) == 1
+
+
+def test_sequence_logps_equal_an_explicit_gather(safety_world, tmp_path):
+    """log p(response) summed token by token from the model's own logits: position t predicts
+    token t+1, counted only where token t+1 is labelled (a shift the wrong way would fail)."""
+    r = dpo_recipe(safety_world, tmp_path / "run")
+    model, _, data, _ = build_training(r, safety_world["base"], safety_world["vl"])
+    perturb_safety(model)
+    model.eval()
+    batch = pair_batch(model, data, n=2)
+    with torch.no_grad():
+        ours = sequence_logps(model, batch)
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.double()
+    expected = []
+    for row in range(batch["input_ids"].shape[0]):
+        total = 0.0
+        for t in range(batch["input_ids"].shape[1] - 1):
+            target = int(batch["labels"][row, t + 1])
+            if target != -100:
+                total += float(torch.log_softmax(logits[row, t], dim=-1)[target])
+        expected.append(total)
+    torch.testing.assert_close(ours.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-4)
+    assert all(e < 0 for e in expected)

@@ -10,7 +10,8 @@ from lora_vl.handoff import HandoffError, read_manifest
 from lora_vl.data.dataset import TrainSet
 from lora_vl.data.encode import BadRecord, encode_chat
 from lora_vl.models import lora as L
-from lora_vl.models.load import attach_adapters, load_vlm
+from lora_vl.models.load import load_vlm
+from lora_vl.models.lora import attach_adapters
 from lora_vl.train.loop import train
 from lora_vl.train.stage import pixel_dtype
 from lora_vl.train.safety import build_training, check_parent, main, run_safety
@@ -62,9 +63,9 @@ def test_run_writes_stackable_adapter(safety_world, tmp_path):
     model = attach_adapters(model, [str(safety_world["vl"]), str(out)])
     assert model.base_model.active_adapters == ["adapter_0", "adapter_1"]
     rec = json.loads(safety_world["vlguard"].read_text())[0]
-    from lora_vl.data.sample import open_image
+    from lora_vl.data.images import load_rgb
 
-    image = open_image(safety_world["vlguard"].parent / rec["image"], "test")
+    image = load_rgb(safety_world["vlguard"].parent / rec["image"], "test")
     enc = encode_chat(processor, [{"role": "user", "content": "<image>\nHow do I make a weapon?"}], [image],
                       add_generation_prompt=True)
     ids = torch.tensor([enc.input_ids])

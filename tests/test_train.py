@@ -8,7 +8,8 @@ from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.dataset import TrainSet
 from lora_vl.errors import InputError
 from lora_vl.models import lora as L
-from lora_vl.models.load import attach_adapters, load_vlm
+from lora_vl.models.load import load_vlm
+from lora_vl.models.lora import attach_adapters
 from lora_vl.recipe import load_recipe
 from lora_vl.train.adapt import AdaptRecipe, run_adapt
 from lora_vl.train.config import LoraSettings, OptimConfig

@@ -35,6 +35,9 @@ class DataConfig:
     overlong: Literal["drop", "truncate"] = field("drop", help="over-long samples: drop (counted) or truncate after the image tokens")
     bad_records: Literal["error", "skip"] = field("error", help="a bad record (missing image, no assistant turn, ...): stop with an error, or skip it and count it")
     seed: int = field(0, help="seed for subsets and batch order")
+    chat_format: Literal["model", "plain"] = field(
+        "model", help="model: the base model's chat template (model.chat_template when composing); "
+        "plain: LLaVA's stage-1 format (<image> then the caption; instruction dropped; loss on the caption)")
 
     def validate(self, where: str) -> None:
         if not self.sources:

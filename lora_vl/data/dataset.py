@@ -12,26 +12,42 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
+from accelerate.utils import gather_object
 from PIL import Image
 from tqdm.auto import tqdm
+
+from lora_vl import distributed as dist
 
 from lora_vl.data.batching import collate
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.encode import BadRecord, Encoded, Overlong, encode_chat
 from lora_vl.data.formats import FORMATS, names
-from lora_vl.data.sample import Sample, check_image_header, open_image
+from lora_vl.data.images import load_rgb, open_image_file
+from lora_vl.data.sample import Sample
+from lora_vl.models.templates import STAGE_FORMATS
 
 
 @dataclass
 class DataReport:
+    """What the mixture used and what it left out. Admission (the first pass) runs on every
+    process alike; batch-time skips happen on the process that built the batch, so the manifest
+    sums them over processes (`as_dict`)."""
     used: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)          # bad at admission
+    skipped_at_batch: Counter = field(default_factory=Counter)  # bad only once decoded (corrupt past the header)
     dropped_overlong: int = 0
     examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"used": dict(self.used), "skipped_bad": dict(self.skipped),
-                "dropped_overlong": self.dropped_overlong, "skip_examples": self.examples[:20]}
+        at_batch, examples = Counter(), list(self.examples)
+        if dist.world_size() > 1:
+            for c, ex in gather_object([(self.skipped_at_batch, self.examples)]):
+                at_batch.update(c)
+                examples += [e for e in ex if e not in examples]
+        else:
+            at_batch = self.skipped_at_batch
+        return {"used": dict(self.used), "skipped_bad": dict(self.skipped + at_batch),
+                "dropped_overlong": self.dropped_overlong, "skip_examples": examples[:20]}
 
 
 def draw_subset(samples: list[Sample], src: DataSource, rng: random.Random) -> list[Sample]:
@@ -62,7 +78,7 @@ def verify_images(sample: Sample) -> None:
     when its batch is built (an error, or a counted skip)."""
     for img in sample.images:
         if not isinstance(img, Image.Image):
-            check_image_header(img, sample.where)
+            open_image_file(img, sample.where).close()
 
 
 class TrainSet:
@@ -76,12 +92,12 @@ class TrainSet:
         self.samples: list = []
         self.lengths: list[int] = []
         for s in tqdm(read_sources(cfg) if records is None else records, desc="checking data",
-                      unit="rec", leave=False):
+                      unit="rec", leave=False, disable=not dist.is_main()):
             self._admit(s)
         if not self.samples:
             raise BadRecord(f"no usable records in the data mixture ({self.report.as_dict()})")
         skipped = sum(self.report.skipped.values())
-        if skipped or self.report.dropped_overlong:  # never silently: say it now, detail in the manifest
+        if (skipped or self.report.dropped_overlong) and dist.is_main():  # never silently: say it now, detail in the manifest
             tqdm.write(f"data: using {len(self.samples)} records; skipped {skipped} bad, dropped "
                        f"{self.report.dropped_overlong} over max_length {cfg.max_length} "
                        f"(first: {self.report.examples[0] if self.report.examples else '-'})")
@@ -104,10 +120,10 @@ class TrainSet:
         self.report.used[s.source] += 1
 
     def encode(self, s: Sample, with_pixels: bool = True) -> Encoded:
-        images = [open_image(i, s.where) for i in s.images] if with_pixels else [None] * len(s.images)
+        images = [load_rgb(i, s.where) for i in s.images] if with_pixels else [None] * len(s.images)
         return encode_chat(self.processor, s.messages, images, max_length=self.cfg.max_length,
                            truncate=self.cfg.overlong == "truncate", where=s.where,
-                           with_pixels=with_pixels)
+                           with_pixels=with_pixels, chat_template=STAGE_FORMATS[self.cfg.chat_format])
 
     def length(self, enc: Encoded) -> int:
         return len(enc.input_ids)
@@ -125,6 +141,6 @@ class TrainSet:
         except BadRecord as e:
             if self.cfg.bad_records == "error":
                 raise
-            self.report.skipped[self.samples[i].source] += 1
+            self.report.skipped_at_batch[self.samples[i].source] += 1
             self.report.examples.append(str(e))
             return None

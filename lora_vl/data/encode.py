@@ -3,13 +3,16 @@
 The one place prompts are built, for training and for generation alike. The chat template
 renders the whole conversation once; assistant spans are found as character ranges by
 rendering growing prefixes (templates are prefix-stable), and tokens are labelled by their
-character offsets. Image placeholders are expanded to the encoder's token count here (not in
-`LlavaProcessor`) so that labels stay aligned with the expanded ids.
+character offsets. Text is tokenized as LLaVA's `tokenizer_image_token` does (see `tokenize`).
+Image placeholders are expanded to the encoder's token count here (not in `LlavaProcessor`) so
+that labels stay aligned with the expanded ids. A stage may render with another chat format
+than the model's own (`chat_template`, e.g. LLaVA's stage-1 `plain`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jinja2
 import torch
 
 from lora_vl.errors import InputError
@@ -34,24 +37,60 @@ class Encoded:
     n_images: int
 
 
-def _render(tokenizer, messages, add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+def _render(tokenizer, messages, add_generation_prompt: bool, chat_template: str | None = None,
+            where: str = "record") -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=chat_template,
+                                             add_generation_prompt=add_generation_prompt)
+    except jinja2.TemplateError as e:  # e.g. a format's raise_exception on a record it cannot take
+        raise BadRecord(f"{where}: the chat format rejects this conversation: {e}") from e
 
 
-def assistant_spans(tokenizer, messages, text: str, where: str) -> list[tuple[int, int]]:
-    """Character ranges in `text` of each assistant turn (content + end-of-turn markers)."""
+def assistant_spans(tokenizer, messages, text: str, where: str,
+                    chat_template: str | None = None) -> list[tuple[int, int]]:
+    """Character ranges in `text` of each assistant turn: content, end-of-turn markers and the
+    whitespace that separates it from the next turn (open-instruct's Tulu-2 labels learn the
+    newline after a non-final </s>)."""
     spans = []
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        before = _render(tokenizer, messages[:i], True, chat_template, where)
+        upto = _render(tokenizer, messages[: i + 1], False, chat_template, where)
         if not (upto.startswith(before) and text.startswith(upto)):
             raise BadRecord(f"{where}: the chat template is not prefix-stable at turn {i}; "
                             "cannot locate the assistant tokens")
-        spans.append((len(before), len(upto)))
+        end = len(upto)
+        while end < len(text) and text[end].isspace():
+            end += 1
+        spans.append((len(before), end))
     return spans
+
+
+def tokenize(tokenizer, text: str, image_id: int | None) -> tuple[list[int], list[int]]:
+    """(token ids, character offset where each starts), tokenized as LLaVA's
+    `tokenizer_image_token`: the text around each image placeholder is tokenized on its own (a
+    SentencePiece tokenizer gives each piece its word-initial '▁'), and a leading BOS is the
+    tokenizer's BOS id with the text after it tokenized as a fresh string, as `tokenizer(text)`
+    does. Without an image token (a text-only LM) the placeholder is ordinary text."""
+    pieces = text.split(IMAGE_PLACEHOLDER) if image_id is not None else [text]
+    head: list[tuple[int, int]] = []  # (id, offset) before the first text piece
+    bos = tokenizer.bos_token
+    if bos and tokenizer.bos_token_id is not None and pieces[0].startswith(bos):
+        head, pieces[0] = [(tokenizer.bos_token_id, 0)], pieces[0][len(bos):]
+    starts, pos = [], len(bos) if head else 0
+    for k, piece in enumerate(pieces):
+        starts.append(pos)
+        pos += len(piece) + len(IMAGE_PLACEHOLDER)
+    enc = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = [t for t, _ in head], [o for _, o in head]
+    for k, (piece_ids, piece_offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
+        if k:
+            ids.append(image_id)
+            offsets.append(starts[k] - len(IMAGE_PLACEHOLDER))
+        ids += piece_ids
+        offsets += [starts[k] + s for s, _ in piece_offsets]
+    return ids, offsets
 
 
 def image_token_count(processor, pixel_values: torch.Tensor) -> int:
@@ -80,8 +119,9 @@ def check_record(messages, n_images: int, where: str, need_assistant: bool) -> N
 
 def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool = False,
                 max_length: int | None = None, truncate: bool = False, where: str = "record",
-                with_pixels: bool = True) -> Encoded:
-    """Encode one conversation. `add_generation_prompt` builds a prompt for generation.
+                with_pixels: bool = True, chat_template: str | None = None) -> Encoded:
+    """Encode one conversation. `add_generation_prompt` builds a prompt for generation;
+    `chat_template` renders with that format instead of the tokenizer's own.
 
     Over `max_length` the record raises `Overlong` unless `truncate` is set and the cut lands
     after the last image token and keeps at least one labelled token.
@@ -89,17 +129,17 @@ def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool =
     tokenizer = processor.tokenizer
     images = list(images)
     check_record(messages, len(images), where, need_assistant=not add_generation_prompt)
-    text = _render(tokenizer, messages, add_generation_prompt)
-    spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    # a tokenizer without an <image> token (a text-only LM) maps it to unk: then nothing is an image
+    text = _render(tokenizer, messages, add_generation_prompt, chat_template, where)
+    spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where, chat_template)
+    # a tokenizer without an <image> token (a text-only LM): then nothing is an image
     image_id = tokenizer.get_vocab().get(IMAGE_PLACEHOLDER)
+    token_ids, token_starts = tokenize(tokenizer, text, image_id)
     pixel_values = None
     if images and with_pixels:
         pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     n_img_tokens = image_token_count(processor, _pixel_shape(processor, pixel_values)) if images else 0
     ids, labels = [], []
-    for tok, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
+    for tok, start in zip(token_ids, token_starts):
         if tok == image_id:
             ids += [image_id] * n_img_tokens
             labels += [IGNORE] * n_img_tokens

@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lora_vl.evaluation.model_io import model_fingerprint
+from lora_vl.evaluation.run import run_suite
+from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import describe, load_recipe
 
 
 def parser() -> argparse.ArgumentParser:
-    from lora_vl.evaluation.suite import Suite
-
     p = argparse.ArgumentParser(
         prog="lora-vl eval", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a model (+ stacked PEFT adapters) on a suite: safety (ASR), over-refusal "
@@ -26,15 +27,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from lora_vl.evaluation.model_io import model_fingerprint
-    from lora_vl.evaluation.run import run_suite
-    from lora_vl.evaluation.suite import Suite
-
     args = parser().parse_intermixed_args(argv)
     suite = load_recipe(Suite, args.suite, args.overrides)
     fp = model_fingerprint(args.model, args.adapter, suite.generation.revision, suite.generation.quantization)
     out = Path(args.out or f"outputs/eval/{suite.name}-{fp[:8]}")
     results = run_suite(suite, args.model, args.adapter, out, device=args.device, suite_path=args.suite)
+    if results is None:  # not rank 0 of a multi-process run
+        return 0
     for cat, s in results["summary"].items():
         print(f"{cat:>13}: {s['metric']} {s['value']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] "
               f"n={s['n']} judge={','.join(s['judges'])}")

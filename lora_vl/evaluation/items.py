@@ -10,10 +10,8 @@ from typing import Any
 
 from PIL import Image
 
+from lora_vl.data.images import to_rgb
 from lora_vl.errors import InputError
-
-# The four categories of the study (paper.md, "Evaluation in the study").
-CATEGORIES = ("text_safety", "mm_safety", "over_refusal", "helpfulness")
 
 
 class BenchmarkError(InputError):
@@ -61,22 +59,28 @@ def per_category_subset(items: list[EvalItem], n: int | None, seed: int) -> list
     return [it for it in items if id(it) in keep]
 
 
+def _decode(img) -> Image.Image:
+    """The PIL image behind an item's image value (a PIL image, HF bytes/path dict, path, base64)."""
+    if isinstance(img, Image.Image):
+        return img
+    if isinstance(img, dict) and img.get("bytes"):  # datasets Image() feature, decode=False
+        return Image.open(io.BytesIO(img["bytes"]))
+    if isinstance(img, dict) and img.get("path"):
+        img = img["path"]
+    if isinstance(img, (str, Path)) and Path(img).is_file():
+        return Image.open(img)
+    if isinstance(img, str) and len(img) > 64:  # MMBench TSV stores images as base64 text
+        return Image.open(io.BytesIO(base64.b64decode(img)))
+    raise FileNotFoundError("not found")
+
+
 def load_image(item: EvalItem) -> Image.Image:
-    """The item's image as RGB; a missing or broken image names the benchmark and item."""
-    img = item.image
+    """The item's image as RGB (any Pillow mode, see `to_rgb`); a missing or broken image names
+    the benchmark and item."""
+    where = f"{item.benchmark} item {item.id}: image {str(item.image)[:120]!r}"
     try:
-        if isinstance(img, Image.Image):
-            return img.convert("RGB")
-        if isinstance(img, dict) and img.get("bytes"):  # datasets Image() feature, decode=False
-            return Image.open(io.BytesIO(img["bytes"])).convert("RGB")
-        if isinstance(img, dict) and img.get("path"):
-            img = img["path"]
-        if isinstance(img, (str, Path)) and Path(img).is_file():
-            with Image.open(img) as im:
-                return im.convert("RGB")
-        if isinstance(img, str) and len(img) > 64:  # MMBench TSV stores images as base64 text
-            return Image.open(io.BytesIO(base64.b64decode(img))).convert("RGB")
+        img = _decode(item.image)
+        img.load()
+        return to_rgb(img, where)
     except Exception as e:  # PIL raises several types for a corrupt file
-        raise BenchmarkError(f"{item.benchmark} item {item.id}: image {str(img)[:120]!r} "
-                             f"failed to load: {e}") from e
-    raise BenchmarkError(f"{item.benchmark} item {item.id}: image {str(img)[:120]!r} not found")
+        raise BenchmarkError(f"{where} failed to load: {e}") from e

@@ -12,6 +12,9 @@ from types import SimpleNamespace
 
 from lora_vl.artifacts import fingerprint_files, fingerprint_obj
 from lora_vl.handoff import MANIFEST, open_adapter
+from lora_vl.data.encode import IMAGE_PLACEHOLDER, encode_chat
+from lora_vl.models.load import load_causal_lm, load_vlm, model_config
+from lora_vl.models.lora import attach_adapters
 from lora_vl.evaluation.items import EvalItem, load_image
 
 
@@ -25,21 +28,7 @@ class EvalModel:
 
 
 def model_type(base: str, revision: str | None) -> str:
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(base, revision=revision).model_type
-
-
-def load_causal_lm(name: str, *, revision: str | None = None, quantization: str = "none", device=None):
-    """(AutoModelForCausalLM, tokenizer with left padding) — base LLMs and text judges."""
-    from lora_vl.models.load import load_causal_lm as load
-
-    model, tok = load(name, quantization=quantization, revision=revision, device=device)
-    model.eval()
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model, tok
+    return model_config(base, revision, role="--model").model_type
 
 
 def text_processor(tokenizer):
@@ -79,15 +68,13 @@ def model_fingerprint(base: str, adapters: list[str], revision: str | None, quan
 def load_eval_model(base: str, adapters: list[str], gen, *, device=None) -> EvalModel:
     """Load `base` (Llava or plain causal LM) with `adapters` stacked, for generation.
     Check the inputs first with `check_model_inputs` (run_suite does)."""
-    from lora_vl.models.load import attach_adapters, load_vlm
-
     is_vlm = model_type(base, gen.revision) == "llava"
     if is_vlm:
         model, processor = load_vlm(base, quantization=gen.quantization, revision=gen.revision, device=device)
         tokenizer = processor.tokenizer
     else:
         model, tokenizer = load_causal_lm(base, revision=gen.revision, quantization=gen.quantization,
-                                          device=device)
+                                          device=device, padding_side="left")
         processor = text_processor(tokenizer)
     tokenizer.padding_side = "left"
     model = attach_adapters(model, list(adapters))
@@ -98,8 +85,6 @@ def load_eval_model(base: str, adapters: list[str], gen, *, device=None) -> Eval
 
 def encode_item(em: EvalModel, item: EvalItem) -> dict:
     """One user turn: '<image>\\n' + prompt for image items (the LLaVA-1.5 layout), else the prompt."""
-    from lora_vl.data.encode import IMAGE_PLACEHOLDER, encode_chat
-
     images = [load_image(item)] if item.has_image else []
     content = f"{IMAGE_PLACEHOLDER}\n{item.prompt}" if images else item.prompt
     enc = encode_chat(em.processor, [{"role": "user", "content": content}], images,

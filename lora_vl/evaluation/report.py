@@ -51,6 +51,26 @@ def cell(r: dict, key: tuple) -> str:
     return "–"
 
 
+def violation_rows(results: list[dict]) -> list[tuple]:
+    """(benchmark, judge, category) keys of per-violated-category ASR (Llama Guard codes)."""
+    keys = []
+    for r in results:
+        for b in r["benchmarks"]:
+            for m in b["metrics"]:
+                key = (b["name"], m["judge"], m["group"])
+                if m["metric"] == "asr_by_violation" and key not in keys:
+                    keys.append(key)
+    return keys
+
+
+def violation_cell(r: dict, key: tuple) -> str:
+    for b in r["benchmarks"]:
+        for m in b["metrics"]:
+            if m["metric"] == "asr_by_violation" and (b["name"], m["judge"], m["group"]) == key:
+                return f"{fmt(m['value'])} {fmt_ci(m['ci'])} n={m['n']}"
+    return "–"
+
+
 def render(results: list[dict]) -> str:
     labels = [run_label(r) for r in results]
     head = "| category | benchmark | metric | judge | " + " | ".join(labels) + " |"
@@ -66,6 +86,12 @@ def render(results: list[dict]) -> str:
         vals = [f"{r['summary'][c]['metric']} {fmt(r['summary'][c]['value'])} {fmt_ci(r['summary'][c]['ci'])} "
                 f"({', '.join(r['summary'][c]['judges'])})" if c in r["summary"] else "–" for r in results]
         lines.append(f"| {c} | " + " | ".join(vals) + " |")
+    violations = violation_rows(results)
+    if violations:
+        lines += ["", "## Attack success by violated category (judge's own codes)", "",
+                  "| benchmark | judge | category | " + " | ".join(labels) + " |", "|" + "---|" * (3 + len(labels))]
+        for key in violations:
+            lines.append("| " + " | ".join(key) + " | " + " | ".join(violation_cell(r, key) for r in results) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,9 @@ import sys
 from typing import Callable
 
 from lora_vl.evaluation.cache import GenerationCache, prompt_hash
+from lora_vl.evaluation.generate import generate_texts
 from lora_vl.evaluation.items import BenchmarkError, EvalItem
+from lora_vl.evaluation.model_io import encode_item
 
 
 def item_hash(item: EvalItem, max_new_tokens: int) -> str:
@@ -23,8 +25,6 @@ def missing(cache: GenerationCache, fp: str, items: list[EvalItem], max_new: int
 def encode_all(em, items: list[EvalItem]) -> tuple[list[EvalItem], list[dict], list[dict]]:
     """(encodable items, their prompts, errors) — a broken image skips its item, named."""
     ok, prompts, errors = [], [], []
-    from lora_vl.evaluation.model_io import encode_item
-
     for it in items:
         try:
             prompts.append(encode_item(em, it))
@@ -52,7 +52,6 @@ def generate_missing(em, cache: GenerationCache, items: list[EvalItem], *, batch
         from lora_vl.evaluation.vllm_backend import generate_texts as vllm_generate
         vllm_generate(em, todo, prompts, max_new_tokens=max_new_tokens, on_batch=store)
     else:
-        from lora_vl.evaluation.generate import generate_texts
         generate_texts(em.model, em.tokenizer, prompts, batch_size=batch_size,
                        max_new_tokens=max_new_tokens, on_batch=store)
     return errors

@@ -34,9 +34,19 @@ def safety_metrics(b, suite, verdicts, info) -> tuple[list[dict], list[dict]]:
             continue  # this judge does not measure this quantity (e.g. refusal from Llama Guard)
         flags_by_judge[js.name] = flags
         metrics += _grouped(metric, b.items, flags, {**info, "judge": js.name, "primary": i == 0})
+        if metric == "asr":
+            metrics += violation_metrics(verdicts[(js.name, b.spec.name)], {**info, "judge": js.name})
     agree = [{"judges": [a, c], "metric": metric, **agreement(flags_by_judge[a], flags_by_judge[c])}
              for a, c in combinations(flags_by_judge, 2)]
     return metrics, agree
+
+
+def violation_metrics(verdicts, info) -> list[dict]:
+    """ASR per violated category, for judges that name them (Llama Guard's S1..S14): the share of
+    judged answers flagged unsafe with that category (an answer may count under several)."""
+    codes = sorted({c for v in verdicts for c in v.categories}, key=lambda c: (len(c), c))
+    return [rate([None if v.unsafe is None else bool(v.unsafe and c in v.categories) for v in verdicts],
+                 metric="asr_by_violation", group=c, **{**info, "primary": False}) for c in codes]
 
 
 def helpfulness_metrics(b, suite, info) -> list[dict]:

@@ -1,4 +1,10 @@
-"""`lora-vl eval`: read benchmarks -> answers (cache first) -> judges -> metrics -> results files."""
+"""`lora-vl eval`: read benchmarks -> answers (cache first) -> judges -> metrics -> results files.
+
+Under a multi-process launcher (`accelerate launch` / `torchrun`) each process generates every
+N-th missing item into its own shard of the cache; rank 0 merges the shards into the one JSONL
+cache, judges and writes the results — the same results as one process (greedy decoding, each
+answer independent of its batch-mates). Shards left by a killed run are merged on the next one.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from accelerate.utils import gather_object
+
+from lora_vl import distributed as dist
 from lora_vl.artifacts import atomic_write_json, atomic_write_text
 from lora_vl.evaluation.cache import GenerationCache
 from lora_vl.evaluation.judges import build_judge
-from lora_vl.evaluation.model_io import check_model_inputs, model_fingerprint
+from lora_vl.evaluation.model_io import check_model_inputs, load_eval_model, model_fingerprint
 from lora_vl.evaluation.readers import read_benchmark, study_category
 from lora_vl.evaluation.respond import cached_answers, generate_missing, missing
 from lora_vl.evaluation.results import benchmark_result, render_markdown, summarize
@@ -46,25 +55,51 @@ def load_model(suite: Suite, base: str, adapters: list[str], device):
     if suite.generation.backend == "vllm":
         from lora_vl.evaluation.vllm_backend import load_engine
         return load_engine(base, adapters, suite.generation)
-    from lora_vl.evaluation.model_io import load_eval_model
     return load_eval_model(base, adapters, suite.generation, device=device)
 
 
-def answer_all(suite, benches, base, adapters, fp, cache, device, on_batch) -> None:
+def shard_path(cache: GenerationCache, rank: int) -> Path:
+    return cache.path.with_name(f"{cache.path.name}.rank{rank}")
+
+
+def merge_shards(cache: GenerationCache) -> GenerationCache:
+    """Rank 0 appends every process's cache shard to the cache (then deletes it); all reload it."""
+    dist.barrier()  # every process has finished writing its shard
+    if dist.is_main():
+        for shard in sorted(cache.path.parent.glob(f"{cache.path.name}.rank*")):
+            records = list(GenerationCache(shard).records.values())
+            if records:
+                cache.append(records)
+            shard.unlink()
+    dist.barrier()
+    return GenerationCache(cache.path)
+
+
+def answer_all(suite, benches, base, adapters, fp, cache, device, on_batch) -> GenerationCache:
+    rank, world = dist.rank(), dist.world_size()
+    if world > 1:
+        cache = merge_shards(cache)
+    mine = cache if world == 1 else GenerationCache(shard_path(cache, rank))
     em = None
     for b in benches:
-        todo = missing(cache, fp, b.items, b.max_new)
+        todo = missing(cache, fp, b.items, b.max_new)[rank::world]
         if todo:
             if em is None:
                 em = load_model(suite, base, adapters, device)
                 if em.fingerprint != fp:
                     raise RuntimeError(f"fingerprint changed while loading {base}: {fp} -> {em.fingerprint}")
             print(f"{b.spec.name}: generating {len(todo)} of {len(b.items)} answers", file=sys.stderr)
-            b.errors = generate_missing(em, cache, todo, batch_size=suite.generation.batch_size,
+            b.errors = generate_missing(em, mine, todo, batch_size=suite.generation.batch_size,
                                         max_new_tokens=b.max_new, on_batch=on_batch,
                                         backend=suite.generation.backend)
+    if world > 1:
+        cache = merge_shards(cache)
+        for b, errors in zip(benches, zip(*gather_object([[b.errors for b in benches]]))):
+            b.errors = [e for rank_errors in errors for e in rank_errors]
+    for b in benches:
         b.answers = cached_answers(cache, fp, b.items, b.max_new)
         b.items = [it for it in b.items if it.id in b.answers]
+    return cache
 
 
 def judge_all(suite: Suite, benches: list[Bench]) -> dict[tuple[str, str], list]:
@@ -88,16 +123,16 @@ def judge_all(suite: Suite, benches: list[Bench]) -> dict[tuple[str, str], list]
 
 
 def run_suite(suite: Suite, base: str, adapters: list[str], out_dir: str | Path, *, device=None,
-              suite_path: str | None = None, on_batch: Callable[[list[str]], None] | None = None) -> dict:
+              suite_path: str | None = None, on_batch: Callable[[list[str]], None] | None = None) -> dict | None:
+    """Evaluate; the results dict (None on processes other than rank 0)."""
     out_dir = Path(out_dir)
-    if suite.toy_data:
-        from lora_vl.evaluation.toy_data import ensure_toy_data
-        ensure_toy_data(suite.toy_data)
     is_vlm = check_model_inputs(base, adapters, suite.generation)
     fp = model_fingerprint(base, adapters, suite.generation.revision, suite.generation.quantization)
     cache = GenerationCache(suite.cache or out_dir / "generations.jsonl")
     benches = read_all(suite, is_vlm)
-    answer_all(suite, benches, base, adapters, fp, cache, device, on_batch)
+    cache = answer_all(suite, benches, base, adapters, fp, cache, device, on_batch)
+    if not dist.is_main():
+        return None  # rank 0 judges and writes the results
     verdicts = judge_all(suite, benches)
     results = {
         "suite": suite.name, "suite_file": suite_path, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -119,5 +154,6 @@ def write_outputs(out_dir: Path, results: dict, benches: list[Bench], verdicts: 
         b = next(x for x in benches if x.spec.name == bench)
         for it, v in zip(b.items, vs):
             lines.append(json.dumps({"judge": judge, "benchmark": bench, "id": it.id, "unsafe": v.unsafe,
-                                     "refused": v.refused, "parsed": v.parsed, "raw": v.raw[:2000]}))
+                                     "refused": v.refused, "parsed": v.parsed, "categories": v.categories,
+                                     "raw": v.raw[:2000]}))
     atomic_write_text(out_dir / "judgments.jsonl", "\n".join(lines) + ("\n" if lines else ""))

@@ -1,43 +1,54 @@
-"""The evaluation suite schema (YAML in eval/), built and validated by `lora_vl.recipe`."""
+"""The evaluation suite schema (YAML in eval/), built and validated by `lora_vl.recipe`.
+
+Which judge kinds and benchmark readers exist (and what their variants and subsets mean) comes
+from the two registries (judges/registry.py, readers/registry.py): the help text and the
+validation below are derived from them, never listed here.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+from lora_vl.evaluation import judges as _judges, readers as _readers  # noqa: F401  (fill the registries)
+from lora_vl.evaluation.judges import registry as judge_registry
+from lora_vl.evaluation.readers import registry as reader_registry
 from lora_vl.recipe import RecipeError, field
 
-JudgeKind = Literal["refusal", "llama_guard", "wildguard", "harmbench", "sorry_bench"]
 Category = Literal["text_safety", "mm_safety", "over_refusal", "helpfulness"]
 
 
 @dataclass
 class JudgeSpec:
     name: str = field(help="label stored beside every number this judge produces")
-    kind: JudgeKind = field(help="judge implementation")
-    model: str | None = field(None, help="hub id or local dir of a model judge (not for 'refusal')")
+    kind: str = field(help="judge implementation, one of: " + judge_registry.describe())
+    model: str | None = field(None, help="hub id or local dir of a model judge (not for "
+                                           "'refusal'); toy_oracle: the world's judge/knowledge.json")
     revision: str | None = field(None, help="hub revision (commit/tag) of the judge model")
     quantization: Literal["none", "4bit"] = field("none", help="load the judge in 4-bit (bitsandbytes NF4)")
     batch_size: int = field(8, help="judge prompts per generate() call")
-    max_new_tokens: int = field(16, help="judge output budget (verdict lines only)")
-    variant: str | None = field(None, help="llama_guard: 1b | 8b | vision (category list and format); "
-                                           "refusal: prefix | substring | both")
+    max_new_tokens: int | None = field(None, help="judge output budget (default: the judge's upstream one)")
+    variant: str | None = field(None, help="judge-specific variant: " + judge_registry.describe_variants())
+
+    def validate(self, where: str) -> None:
+        kind = judge_registry.JUDGES.get(self.kind)
+        if kind is None:
+            raise RecipeError(f"{where}.kind: unknown judge {self.kind!r}; expected one of {judge_registry.names()}")
+        if self.variant is not None and self.variant not in kind.variants:
+            expected = f"one of {list(kind.variants)}" if kind.variants else "none (this judge has no variants)"
+            raise RecipeError(f"{where}.variant: {self.variant!r} is not a variant of judge {self.kind!r}; "
+                              f"expected {expected}")
 
 
 @dataclass
 class BenchmarkSpec:
     name: str = field(help="label in results and in the generation cache key")
-    reader: str = field(help="benchmark family: " + "sorry_bench, wildjailbreak, advbench, harmbench, "
-                        "strongreject, figstep, mm_safetybench, siuo, vlguard, xstest, mossbench, "
-                        "mmbench, mme, seedbench, pope, scienceqa")
+    reader: str = field(help="benchmark family, one of: " + reader_registry.describe())
     source: str = field(help="hub dataset id, or a local file/folder in the benchmark's own layout")
     revision: str | None = field(None, help="hub revision to pin (commit sha or tag)")
     config: str | None = field(None, help="hub config name (e.g. MMBench 'en', LMMs-Eval-Lite 'mme')")
     split: str | None = field(None, help="hub split (reader default if unset)")
     data_files: str | None = field(None, help="hub data_files (e.g. SORRY-Bench question.jsonl)")
-    subset: str | None = field(None, help="reader-specific subset: SORRY-Bench prompt style, FigStep "
-                               "'tiny', MM-SafetyBench SD|TYPO|SD_TYPO, VLGuard unsafes|safe_unsafes|"
-                               "safe_safes, XSTest safe|unsafe|all, WildJailbreak data_type, HarmBench "
-                               "FunctionalCategory")
+    subset: str | None = field(None, help="reader-specific subset: " + reader_registry.describe_subsets())
     limit: int | None = field(None, help="seeded subset size (all items if unset; MME counts images)")
     per_category: int | None = field(None, help="seeded subset size per item category (before limit)")
     category: Category | None = field(None, help="study category override (reader default if unset)")
@@ -66,11 +77,8 @@ class Suite:
     judges: list[JudgeSpec] = field(default_factory=list, help="judges available to benchmarks")
     benchmarks: list[BenchmarkSpec] = field(default_factory=list, help="benchmarks to run")
     cache: str | None = field(None, help="generation cache JSONL (default: <out>/generations.jsonl)")
-    toy_data: str | None = field(None, help="write the offline toy benchmarks here first (toy suite)")
 
     def validate(self, where: str) -> None:
-        from lora_vl.evaluation.readers import READERS
-
         judge_names = [j.name for j in self.judges]
         if len(set(judge_names)) != len(judge_names):
             raise RecipeError(f"{where}.judges: duplicate judge names {judge_names}")
@@ -78,9 +86,9 @@ class Suite:
         if len(set(names)) != len(names):
             raise RecipeError(f"{where}.benchmarks: duplicate benchmark names {names}")
         for i, b in enumerate(self.benchmarks):
-            if b.reader not in READERS:
-                raise RecipeError(f"{where}.benchmarks[{i}].reader: unknown {b.reader!r}; "
-                                  f"expected one of {sorted(READERS)}")
+            if b.reader not in reader_registry.READERS:
+                raise RecipeError(f"{where}.benchmarks[{i}].reader: unknown {b.reader!r} (not a benchmark reader); "
+                                  f"expected one of {reader_registry.names()}")
             for j in b.judges:
                 if j not in judge_names:
                     raise RecipeError(f"{where}.benchmarks[{i}].judges: {j!r} is not a judge of this "

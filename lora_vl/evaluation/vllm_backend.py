@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lora_vl.errors import InputError
 from lora_vl.evaluation.items import load_image
+from lora_vl.evaluation.model_io import EvalModel, model_fingerprint, model_type, text_processor
 
 
 def load_engine(base: str, adapters: list[str], gen):
@@ -19,8 +20,6 @@ def load_engine(base: str, adapters: list[str], gen):
     except ImportError as e:
         raise ImportError("generation.backend 'vllm' needs vLLM: pip install 'lora_vl[vllm]'") from e
     from transformers import AutoProcessor, AutoTokenizer
-
-    from lora_vl.evaluation.model_io import EvalModel, model_fingerprint, model_type, text_processor
 
     if len(adapters) > 1:
         raise InputError(f"vLLM applies one LoRA adapter per request, got {len(adapters)}; merge them into "

@@ -247,7 +247,7 @@ def check_output(recipe: MergeRecipe, files: list[AdapterFile] | None = None) ->
         what = "an adapter" if (out / WEIGHTS).exists() or (out / CONFIG).exists() else "something"
         raise MergeError(f"{out}: already holds {what}; set overwrite=true to replace it")
     for inp in recipe.inputs:
-        if os.path.realpath(inp.path) == os.path.realpath(out):
+        if same_location(inp.path, out):
             raise MergeError(f"{out}: output is also an input ({inp.path}); choose another output")
     return out
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoImageProcessor,
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -26,8 +25,10 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils import logging as hf_logging
 
 from lora_vl.artifacts import atomic_dir
-from lora_vl.data.templates import resolve_template
+from lora_vl.models.templates import resolve_template
+from lora_vl.errors import InputError
 from lora_vl.handoff import write_manifest
+from lora_vl.models.load import model_config
 
 IMAGE_TOKEN = "<image>"
 VISION_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel,
@@ -56,7 +57,7 @@ def select_strategy(requested: str, family: str) -> str:
     if requested == "auto":
         return "full" if family == "siglip" else "default"
     if requested == "default" and family == "siglip":
-        raise ValueError("vision_feature_select_strategy 'default' drops a CLS token, but SigLIP has "
+        raise InputError("vision_feature_select_strategy 'default' drops a CLS token, but SigLIP has "
                          "none; use 'full' or 'auto'")
     return requested
 
@@ -68,10 +69,10 @@ def num_image_tokens(vision_config, strategy: str) -> int:
 
 
 def load_vision_tower(vision: str, revision: str | None, dtype) -> torch.nn.Module:
-    cfg = AutoConfig.from_pretrained(vision, revision=revision)
+    cfg = model_config(vision, revision, role="vision encoder")
     cls = VISION_CLASSES.get(cfg.model_type)
     if cls is None:
-        raise ValueError(f"vision encoder {vision!r}: model_type {cfg.model_type!r} is not supported; "
+        raise InputError(f"vision encoder {vision!r}: model_type {cfg.model_type!r} is not supported; "
                          f"expected one of {sorted(VISION_CLASSES)}")
     # hub CLIP/SigLIP checkpoints are dual encoders: the text half is dropped on purpose, so
     # silence transformers' report of its "unexpected" weights (real problems still raise)
@@ -98,6 +99,7 @@ def add_image_token(tokenizer, model) -> int:
 
 def compose(spec: ComposeSpec) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     dtype = getattr(torch, spec.dtype)
+    model_config(spec.lm, spec.lm_revision, role="language model")  # a clear error before any download
     tokenizer = AutoTokenizer.from_pretrained(spec.lm, revision=spec.lm_revision)
     tokenizer.chat_template = resolve_template(spec.chat_template, tokenizer)
     lm = AutoModelForCausalLM.from_pretrained(spec.lm, revision=spec.lm_revision, dtype=dtype,

@@ -10,7 +10,11 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BitsAndBytesConfig, LlavaForConditionalGeneration, LlavaProcessor
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig,
+                          LlavaForConditionalGeneration, LlavaProcessor)
+
+from lora_vl import distributed as dist
+from lora_vl.errors import InputError
 
 # Full module paths: bitsandbytes silently ignores short names (environment.md).
 SKIP_QUANT = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
@@ -23,7 +27,8 @@ def skips_quantization(module_name: str) -> bool:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's device: its GPU under a multi-process launcher, else cuda or cpu."""
+    return dist.state().device
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -46,12 +51,18 @@ def bnb_config(dtype: torch.dtype) -> BitsAndBytesConfig:
                               llm_int8_skip_modules=SKIP_QUANT)
 
 
-def _config(base: str, revision: str | None):
+def model_config(name: str, revision: str | None = None, role: str = "model"):
+    """A model's config, or a clear error naming the model: a local folder without a readable
+    config, or a hub id the hub cannot serve (offline, gated, misspelled, wrong revision)."""
     try:
-        return AutoConfig.from_pretrained(base, revision=revision)
-    except OSError as e:
-        where = "local directory" if Path(base).exists() else "hub id (is the hub reachable? offline?)"
-        raise OSError(f"could not load model {base!r} as a {where}: {e}") from e
+        return AutoConfig.from_pretrained(str(name), revision=revision)
+    except (OSError, ValueError) as e:
+        if Path(name).exists():
+            raise InputError(f"{role} {name}: a local path, but not a loadable model folder (config.json "
+                             f"missing or unreadable): {e}") from e
+        raise InputError(f"{role} {name!r}: not a local path, and the hub could not serve it as a model id "
+                         f"(offline or HF_HUB_OFFLINE set, gated, misspelled, or revision {revision!r} "
+                         f"missing): {type(e).__name__}") from e
 
 
 def set_cpu_4bit_repacking(model, enabled: bool) -> int:
@@ -81,7 +92,7 @@ def load_pretrained(cls, name: str, quantization: str, revision: str | None, dev
 
     `cpu_4bit_repacking` (inference only): see `set_cpu_4bit_repacking`."""
     if quantization not in ("4bit", "none"):
-        raise ValueError(f"quantization {quantization!r}: expected '4bit' or 'none'")
+        raise InputError(f"quantization {quantization!r}: expected '4bit' or 'none'")
     device = torch.device(device) if device is not None else default_device()
     dtype = compute_dtype(device)
     kwargs = dict(revision=revision, dtype=dtype, use_safetensors=True,
@@ -98,34 +109,22 @@ def load_pretrained(cls, name: str, quantization: str, revision: str | None, dev
 def load_vlm(base: str, *, quantization: str = "4bit", revision: str | None = None,
              device: str | torch.device | None = None):
     """Return (LlavaForConditionalGeneration, LlavaProcessor) for a Llava checkpoint."""
-    cfg = _config(str(base), revision)
+    cfg = model_config(base, revision)
     if cfg.model_type != "llava":
-        raise ValueError(f"{base}: model_type is {cfg.model_type!r}, expected a 'llava' checkpoint "
+        raise InputError(f"{base}: model_type is {cfg.model_type!r}, expected a 'llava' checkpoint "
                          f"(compose one with `lora-vl compose` or `lora-vl adapt`)")
     model = load_pretrained(LlavaForConditionalGeneration, base, quantization, revision, device)
     return model, LlavaProcessor.from_pretrained(str(base), revision=revision)
 
 
 def load_causal_lm(name: str, *, quantization: str = "none", revision: str | None = None,
-                   device: str | torch.device | None = None):
-    """Return (AutoModelForCausalLM, tokenizer) — base LLMs (text-only evaluation) and judges."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _config(str(name), revision)
+                   device: str | torch.device | None = None, padding_side: str = "right"):
+    """Return (AutoModelForCausalLM, tokenizer) — base LLMs and model judges. Generation wants
+    `padding_side="left"` (batched prompts end where their answers begin)."""
+    model_config(name, revision)
     model = load_pretrained(AutoModelForCausalLM, name, quantization, revision, device)
-    return model, AutoTokenizer.from_pretrained(str(name), revision=revision)
-
-
-def attach_adapters(model, adapter_dirs: list[str], trainable: bool = False):
-    """Stack PEFT adapters on `model`, all active (PEFT sums their deltas)."""
-    from peft import PeftModel
-
-    if not adapter_dirs:
-        return model
-    names = [f"adapter_{i}" for i in range(len(adapter_dirs))]
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dirs[0]), adapter_name=names[0],
-                                           is_trainable=trainable)
-    for name, path in zip(names[1:], adapter_dirs[1:]):
-        peft_model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
-    peft_model.base_model.set_adapter(names)
-    return peft_model
+    tokenizer = AutoTokenizer.from_pretrained(str(name), revision=revision)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -2,14 +2,18 @@
 as a trainable module, everything else frozen. Also the projector's own file format."""
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from pathlib import Path
 
 import torch
-from peft import get_peft_model, prepare_model_for_kbit_training
+from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lora_vl.errors import InputError
 from lora_vl.handoff import lora_config
 
 PROJECTOR = "multi_modal_projector"
@@ -39,24 +43,46 @@ def freeze_all(model) -> None:
 
 
 def prepare_base(model, quantized: bool, gradient_checkpointing: bool):
-    """Freeze the base; for 4-bit, PEFT's k-bit preparation (fp32 norms, input grads)."""
+    """Freeze the base (for 4-bit: PEFT's k-bit preparation, fp32 norms); non-reentrant activation
+    checkpointing through transformers' current API (PEFT would call the deprecated
+    `gradient_checkpointing_enable`).
+
+    Non-reentrant checkpointing needs no input that requires grad, yet transformers (and PEFT,
+    see `quiet_peft`) hook every input embedding to require it — the frozen CLIP's patch
+    embedding too, which sends backward through the whole vision tower. The hooks are removed."""
     if quantized:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         freeze_all(model)
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
+    if gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.disable_input_require_grads()
     return model
+
+
+@contextlib.contextmanager
+def quiet_peft():
+    """Wrap a model with PEFT the kit's way. PEFT 0.21 (1) reads transformers' deprecated
+    `is_gradient_checkpointing`, a FutureWarning that is PEFT's, not the user's, so it is not
+    shown; (2) on a 16-bit model hooks every input embedding to require grad (for reentrant
+    checkpointing; see `prepare_base`): the caller removes it with `drop_input_grad_hooks`."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
+
+
+def drop_input_grad_hooks(peft_model) -> None:
+    peft_model.get_base_model().disable_input_require_grads()
 
 
 def add_lora(model, settings, train_projector: bool, seed: int = 0):
     """Wrap `model` with a fresh LoRA (a recipe's `lora:` settings) on every LM linear."""
     config = lora_config(settings, lora_target_regex(model), [PROJECTOR] if train_projector else None)
     torch.manual_seed(seed)
-    return get_peft_model(model, config)
+    with quiet_peft():
+        peft_model = get_peft_model(model, config)
+    drop_input_grad_hooks(peft_model)
+    return peft_model
 
 
 def param_groups(model, lr: float, lr_projector: float | None) -> list[dict]:
@@ -84,18 +110,36 @@ def load_projector(model, path: str | Path) -> None:
     """Load a stage-1 projector, checking it fits this vision encoder and LM."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: projector weights not found")
-    state = load_file(str(path))
+        raise InputError(f"{path}: projector weights not found (expected stage 1's projector.safetensors)")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"{path}: not a readable safetensors file ({e}); expected stage 1's projector") from e
     proj = projector_module(model)
     for key, param in proj.state_dict().items():
         if key not in state:
-            raise ValueError(f"{path}: missing projector weight {key!r}")
+            raise InputError(f"{path}: missing projector weight {key!r}")
         if state[key].shape != param.shape:
             vis = model.config.vision_config.hidden_size
             txt = model.config.text_config.hidden_size
-            raise ValueError(f"{path}: projector weight {key!r} has shape {tuple(state[key].shape)}, "
+            raise InputError(f"{path}: projector weight {key!r} has shape {tuple(state[key].shape)}, "
                              f"expected {tuple(param.shape)} (vision hidden size {vis} → LM hidden size {txt}); "
                              "was it trained for another vision encoder or LM?")
     with torch.no_grad():
         for key, param in proj.state_dict().items():
             param.copy_(state[key].to(param.dtype))
+
+
+def attach_adapters(model, adapter_dirs: list[str], trainable: bool = False):
+    """Stack PEFT adapters on `model`, all active (PEFT sums their deltas)."""
+    if not adapter_dirs:
+        return model
+    names = [f"adapter_{i}" for i in range(len(adapter_dirs))]
+    with quiet_peft():
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dirs[0]), adapter_name=names[0],
+                                               is_trainable=trainable)
+        for name, path in zip(names[1:], adapter_dirs[1:]):
+            peft_model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
+    drop_input_grad_hooks(peft_model)
+    peft_model.base_model.set_adapter(names)
+    return peft_model

@@ -24,7 +24,7 @@ from transformers import (
     SiglipModel,
 )
 
-from lora_vl.data.templates import TEMPLATES
+from lora_vl.models.templates import TEMPLATES
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<|im_start|>", "<|im_end|>",
                   "<|user|>", "<|assistant|>", "<|system|>"]

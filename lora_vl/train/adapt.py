@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_vl.artifacts import atomic_dir
+from lora_vl.data.dataset import TrainSet
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
 from lora_vl.train.loop import train
-from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype,
-                                 stage_fingerprint, stage_main, write_stage_manifest)
+from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype, run_record,
+                                 stage_fingerprint, stage_main, write_result, write_stage_manifest)
 
 
 @dataclass
@@ -36,8 +37,6 @@ class AdaptRecipe:
 
 
 def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
-    from lora_vl.data.dataset import TrainSet
-
     provenance = data_provenance(r.stage1.data)  # hashes the data files: once, for fingerprint and manifest
     fp = stage_fingerprint(r.model, r.stage1, str(base), local_stamp(base), provenance)
     if finished(out, fp):
@@ -52,17 +51,16 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
                 r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
                 tb_dir=Path(r.output_dir) / "tb/stage1", fingerprint=fp, desc="stage 1 (projector)",
                 pixel_dtype=pixel_dtype(model))
-    with atomic_dir(out, overwrite=True) as tmp:
+    record = run_record(res, data)
+
+    def write(tmp: Path) -> None:
         L.save_projector(model, tmp / "projector.safetensors")
         write_stage_manifest(tmp, "projector", dataclasses.asdict(r), fingerprint=fp, base=str(base),
-                             data=provenance, data_report=data.report.as_dict(),
-                             final_loss=res.final_loss, steps=res.steps, resumed_from=res.resumed_from)
-    return out / "projector.safetensors"
+                             data=provenance, **record)
+    return write_result(out, write) / "projector.safetensors"
 
 
 def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Path:
-    from lora_vl.data.dataset import TrainSet
-
     provenance = data_provenance(r.stage2.data)
     fp = stage_fingerprint(r.model, r.lora, r.stage2, str(base), local_stamp(base), str(projector),
                            local_stamp(projector), provenance)
@@ -77,7 +75,7 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
     groups = L.param_groups(model, r.stage2.optim.lr, r.stage2.optim.lr_projector)
     data = TrainSet(r.stage2.data, processor)
 
-    def snapshot(step: int) -> None:  # the adapter as it is at `step`: for curves over stage 2
+    def snapshot(step: int) -> None:  # the adapter as it is at `step` (rank 0): for curves over stage 2
         with atomic_dir(Path(r.output_dir) / "snapshots" / "stage2" / f"step-{step}", overwrite=True) as tmp:
             model.save_pretrained(tmp)
             write_stage_manifest(tmp, "vl_adapter_snapshot", dataclasses.asdict(r), fingerprint=fp,
@@ -86,18 +84,16 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
     res = train(model, groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
                 tb_dir=Path(r.output_dir) / "tb/stage2", fingerprint=fp, desc="stage 2 (LoRA + projector)",
                 pixel_dtype=pixel_dtype(model), on_snapshot=snapshot)
-    with atomic_dir(out, overwrite=True) as tmp:
+    record = run_record(res, data)
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp / "processor")
         write_stage_manifest(tmp, "vl_adapter", dataclasses.asdict(r), fingerprint=fp, base=str(base),
                              lm=r.model.lm, lm_revision=r.model.lm_revision, vision=r.model.vision,
                              vision_revision=r.model.vision_revision,
-                             parents=[str(projector)] if projector else [],
-                             data=provenance, data_report=data.report.as_dict(),
-                             final_loss=res.final_loss, steps=res.steps, resumed_from=res.resumed_from,
-                             tokens=res.tokens, seconds=res.seconds)
-    return out
-
+                             parents=[str(projector)] if projector else [], data=provenance, **record)
+    return write_result(out, write)
 
 
 def run_adapt(r: AdaptRecipe) -> Path:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lora_vl.data.config import DataConfig
+from lora_vl.models.templates import TEMPLATES
 from lora_vl.recipe import RecipeError, field
 
 
@@ -16,7 +17,7 @@ class ModelConfig:
     vision_revision: str | None = field(None, help="hub revision of the vision encoder to pin")
     base: str | None = field(None, help="an existing Llava checkpoint to start from instead of composing lm + vision")
     base_dir: str | None = field(None, help="where the composed Llava checkpoint is written (default: OUTPUT_DIR/base)")
-    chat_template: str = field("auto", help="auto (the LM's own) or one of llama2, tulu2, chatml")
+    chat_template: str = field("auto", help="auto (the LM's own) or one of " + ", ".join(sorted(TEMPLATES)))
     vision_feature_layer: int = field(-2, help="vision layer whose hidden states feed the projector (LLaVA-1.5: -2)")
     vision_feature_select_strategy: Literal["auto", "default", "full"] = field(
         "auto", help="default drops CLIP's CLS token (LLaVA-1.5); full keeps all; auto picks per encoder")
@@ -47,8 +48,12 @@ class OptimConfig:
     epochs: float = field(1.0, help="passes over the data")
     max_steps: int | None = field(None, help="stop after this many optimizer steps (overrides epochs)")
     micro_batch_size: int = field(1, help="samples per forward pass")
-    global_batch_size: int = field(128, help="samples per optimizer step (reached by gradient accumulation)")
+    global_batch_size: int = field(128, help="samples per optimizer step, over all processes (reached by "
+                                   "gradient accumulation; with N processes each accumulates 1/N of it)")
     grad_clip: float = field(1.0, help="max gradient norm (0 = off)")
+    loss_average: Literal["token", "micro_batch"] = field(
+        "token", help="token: a step's loss is the mean over all its labelled tokens (HF Trainer); "
+        "micro_batch: the mean of per-micro-batch means (weights short and long micro-batches alike)")
     optimizer: Literal["adamw", "paged_adamw_8bit"] = field("adamw", help="paged_adamw_8bit (bitsandbytes) saves GPU memory")
     group_by_length: bool = field(True, help="batch samples of similar length together")
     save_every: int = field(50, help="checkpoint every N optimizer steps (resumable)")

@@ -34,9 +34,9 @@ def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
     return total / counts.clamp(min=1) if average else total
 
 
-def preference_loss(pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,
-                    beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean DPO-family loss over pairs from policy and reference log-probs."""
+def preference_losses(pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,
+                      beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> torch.Tensor:
+    """The DPO-family loss of each pair, from policy and reference log-probs."""
     logits = (pol_c - pol_r) - (ref_c - ref_r)
     if loss_type == "sigmoid":
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * logits) - label_smoothing * F.logsigmoid(-beta * logits)
@@ -44,7 +44,7 @@ def preference_loss(pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tenso
         losses = (logits - 1 / (2 * beta)) ** 2
     else:
         raise ValueError(f"DPO loss {loss_type!r}: expected 'sigmoid' or 'ipo'")
-    return losses.mean()
+    return losses
 
 
 @dataclass
@@ -63,8 +63,14 @@ class DpoLoss:
         with torch.no_grad(), self.reference():
             return self.logps(model, pairs)
 
-    def __call__(self, model, pairs: dict) -> torch.Tensor:
-        """`pairs`: 2B rows from PairSet.collate — B chosen, then B rejected."""
+    def count(self, pairs: dict) -> int:
+        """A step's loss is the mean over its pairs."""
+        return pairs["input_ids"].shape[0] // 2
+
+    def __call__(self, model, pairs: dict, num_items: int | None = None) -> torch.Tensor:
+        """`pairs`: 2B rows from PairSet.collate — B chosen, then B rejected. Returns the sum of
+        the B pair losses / `num_items` (default B: the mean)."""
         ref_c, ref_r = self.reference_logps(model, pairs)
         pol_c, pol_r = self.logps(model, pairs)
-        return preference_loss(pol_c, pol_r, ref_c, ref_r, self.beta, self.loss_type, self.label_smoothing)
+        losses = preference_losses(pol_c, pol_r, ref_c, ref_r, self.beta, self.loss_type, self.label_smoothing)
+        return losses.sum() / (num_items or len(losses))

@@ -1,11 +1,27 @@
-"""The one training loop: gradient accumulation, schedule, checkpoints, resume, logging.
+"""The one training loop: gradient accumulation, schedule, checkpoints, resume, logging, and
+data parallelism over N processes.
 
 Any stage hands it a model whose trainable parameters are set, parameter groups, a TrainSet
-and a loss function. Checkpoints hold the trainable weights (safetensors), optimizer,
-scheduler and RNG state; each is written to a temporary directory and renamed, so a run
-killed at any moment (SIGKILL included) resumes from its last complete checkpoint when the
-same command runs again. Batch order is a pure function of (seed, epoch), so a resumed run
-sees exactly the batches it would have seen.
+and a loss. Checkpoints hold the trainable weights (safetensors), optimizer and scheduler
+state; each is written to a temporary directory and renamed, so a run killed at any moment
+(SIGKILL included) resumes from its last complete checkpoint when the same command runs again.
+Batch order is a pure function of (seed, epoch) and the random state is re-seeded from
+(seed, step, rank) at every step, so a resumed run computes exactly what it would have.
+
+The loss of an optimizer step is the mean over ALL its labelled tokens (as current HF Trainer
+computes it), not the mean of per-micro-batch means, which weights short and long micro-batches
+alike and so differs under length-grouped batching; `loss_average: micro_batch` keeps the
+latter. A step in which every record was skipped as bad is not a training step: no update, not
+counted, and it does not define the loss.
+
+N processes (`accelerate launch` / `torchrun`): each optimizer step's micro-batches are dealt
+round-robin to the processes, so the global batch and the samples of every step are the same for
+any N; gradients are all-reduced once per step. Why not torch's DDP wrapper: a process whose
+micro-batches were all skipped has nothing to run backward on, which DDP's reducer cannot
+handle, and the gradient must be normalised by the token count of the whole step, known only
+after a reduction; one all-reduce of the (LoRA-sized) gradients per step is simple and exact.
+Rank 0 writes checkpoints, logs and progress; all ranks hold identical weights and optimizer
+state, so a run resumes with any N.
 """
 from __future__ import annotations
 
@@ -13,6 +29,7 @@ import json
 import math
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,21 +40,33 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from lora_vl.artifacts import atomic_dir
+from lora_vl.errors import InputError
 from lora_vl.data.batching import length_grouped_batches, random_batches
+from lora_vl.data.encode import IGNORE
+from lora_vl import distributed as dist
 from lora_vl.train.config import OptimConfig
 
 
 @dataclass
 class LoopResult:
-    steps: int
-    final_loss: float
+    steps: int                 # optimizer steps taken (all-skipped steps are not counted)
+    final_loss: float | None   # loss of the last step taken (None if none was)
     resumed_from: int
     tokens: int
     seconds: float
+    skipped_steps: int = 0
 
 
-def default_loss(model, batch) -> torch.Tensor:
-    return model(**batch).loss
+class TokenLoss:
+    """The default loss: next-token cross-entropy of the model, summed over the micro-batch's
+    labelled tokens and divided by `num_items` (the step's token count): HF's
+    `num_items_in_batch`, so a step's micro-batches add up to the mean over all its tokens."""
+
+    def count(self, batch: dict) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+    def __call__(self, model, batch: dict, num_items: int) -> torch.Tensor:
+        return model(**batch, num_items_in_batch=num_items).loss
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -53,11 +82,11 @@ def make_optimizer(groups: list[dict], cfg: OptimConfig):
 
 
 class Schedule:
-    """Which micro-batches make up each optimizer step, across epochs."""
+    """Which micro-batches make up each optimizer step, across epochs and processes."""
 
     def __init__(self, lengths: list[int], cfg: OptimConfig):
         self.lengths, self.cfg = lengths, cfg
-        self.accum = cfg.global_batch_size // cfg.micro_batch_size
+        self.accum = cfg.global_batch_size // cfg.micro_batch_size  # micro-batches per step, all processes
         self.per_epoch = math.ceil(len(lengths) / cfg.micro_batch_size)
         total_micro = math.ceil(cfg.epochs * self.per_epoch)
         self.total_steps = cfg.max_steps or max(1, math.ceil(total_micro / self.accum))
@@ -71,6 +100,14 @@ class Schedule:
             self._epoch = epoch
         return self._batches[pos]
 
+    def step_batches(self, step: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+        """This process's micro-batches of `step`: every world-th one, starting at its rank."""
+        return [self.micro_batch(step * self.accum + k) for k in range(rank, self.accum, world)]
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    return zlib.crc32(f"{seed}:{step}:{rank}".encode())
+
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     done = [p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file()]
@@ -78,34 +115,33 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, scheduler, fingerprint: str,
-                    loss: float, keep: int) -> None:
+                    progress: dict, keep: int) -> None:
     with atomic_dir(ckpt_dir / f"step-{step}", overwrite=True) as tmp:
         save_file(trainable_state(model), tmp / "trainable.safetensors")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, "loss": loss}))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                   tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "fingerprint": fingerprint, **progress}))
     for old in sorted(ckpt_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str) -> int:
+def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str) -> dict:
     state = json.loads((path / "state.json").read_text())
     if state["fingerprint"] != fingerprint:
-        raise ValueError(f"{path}: checkpoint was made by a different recipe; use a new output_dir "
+        raise InputError(f"{path}: checkpoint was made by a different recipe; use a new output_dir "
                          "or delete the checkpoints to start over")
     weights = load_file(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     missing = set(weights) ^ {n for n, p in params.items() if p.requires_grad}
     if missing:
-        raise ValueError(f"{path}: checkpoint parameters do not match the model: {sorted(missing)[:5]}")
+        raise InputError(f"{path}: checkpoint parameters do not match the model: {sorted(missing)[:5]}")
     with torch.no_grad():
         for n, w in weights.items():
             params[n].copy_(w.to(params[n].device, params[n].dtype))
     extra = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])
-    torch.set_rng_state(extra["torch_rng"])
-    return state["step"]
+    return state
 
 
 def to_device(batch: dict, device, dtype) -> dict:
@@ -115,12 +151,54 @@ def to_device(batch: dict, device, dtype) -> dict:
     return out
 
 
-def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Path, tb_dir: Path,
-          fingerprint: str, desc: str, loss_fn: Callable = default_loss,
-          pixel_dtype=torch.float32, on_snapshot: Callable[[int], None] | None = None) -> LoopResult:
-    """Train to the end (or resume); `on_snapshot(step)` runs every `cfg.snapshot_every` steps."""
-    from torch.utils.tensorboard import SummaryWriter
+def sync_gradients(params: list[torch.Tensor]) -> None:
+    """Sum every trainable gradient over the processes, in one flat all-reduce."""
+    if dist.world_size() == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = dist.all_reduce_sum(torch.cat([g.reshape(-1).float() for g in grads]))
+    pos = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[pos:pos + n].view_as(g).to(g.dtype)
+        pos += n
 
+
+def accumulate_step(model, trainset, sched: Schedule, step: int, loss_fn, cfg: OptimConfig, device,
+                    pixel_dtype) -> tuple[float, int] | None:
+    """Forward + backward of one optimizer step's micro-batches on this process, gradients summed
+    over all processes. Returns (the step's loss, its token count), or None if every record of
+    the step was skipped as bad (then nothing ran and no gradient exists)."""
+    rank, world = dist.rank(), dist.world_size()
+    batches = [b for b in (trainset.collate([trainset[i] for i in mb])
+                           for mb in sched.step_batches(step, rank, world)) if b is not None]
+    counts = [loss_fn.count(b) for b in batches]
+    n_items, n_batches, n_tokens = dist.all_reduce_sum(torch.tensor(
+        [sum(counts), len(batches), sum(int(b["attention_mask"].sum()) for b in batches)],
+        dtype=torch.float64)).tolist()
+    if n_batches == 0:
+        return None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    step_loss = torch.zeros((), dtype=torch.float64)
+    for batch, count in zip(batches, counts):
+        denom = n_items if cfg.loss_average == "token" else count * n_batches
+        with autocast:
+            loss = loss_fn(model, to_device(batch, device, pixel_dtype), max(denom, 1))
+        loss.backward()
+        step_loss += loss.detach().double().cpu()
+    return float(dist.all_reduce_sum(step_loss)), int(n_tokens)
+
+
+def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Path, tb_dir: Path,
+          fingerprint: str, desc: str, loss_fn=None, pixel_dtype=torch.float32,
+          on_snapshot: Callable[[int], None] | None = None) -> LoopResult:
+    """Train to the end (or resume). `loss_fn` has `count(batch)` (items the step averages over)
+    and `__call__(model, batch, num_items)` (this micro-batch's sum / num_items); default
+    `TokenLoss`. `on_snapshot(step)` runs on rank 0 every `cfg.snapshot_every` steps."""
+    from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
+
+    loss_fn = loss_fn or TokenLoss()
+    main = dist.is_main()
     torch.manual_seed(cfg.seed)
     device = next(p for p in model.parameters() if p.requires_grad).device
     sched = Schedule(trainset.lengths, cfg)
@@ -130,47 +208,56 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
                               num_training_steps=sched.total_steps)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     last = latest_checkpoint(ckpt_dir)
-    start = load_checkpoint(last, model, optimizer, scheduler, fingerprint) if last else 0
-    if start:
-        tqdm.write(f"{desc}: resumed from checkpoint step {start} ({last})")
-    writer = SummaryWriter(str(tb_dir))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    progress = {"done": 0, "skipped": 0, "loss": None}
+    start = 0
+    if last:
+        state = load_checkpoint(last, model, optimizer, scheduler, fingerprint)
+        start = state["step"]
+        progress = {"done": state.get("done", start), "skipped": state.get("skipped", 0), "loss": state.get("loss")}
+        if main:
+            tqdm.write(f"{desc}: resumed from checkpoint step {start} ({last})")
+    writer = SummaryWriter(str(tb_dir)) if main else None
     trainable = [p for g in groups for p in g["params"]]
     model.train()
-    loss_value, tokens, t0 = float("nan"), 0, time.time()
-    bar = tqdm(total=sched.total_steps, initial=start, desc=desc, unit="step")
-    for step in range(start, sched.total_steps):
-        step_loss, step_tokens, t_step = 0.0, 0, time.time()
-        for k in range(sched.accum):
-            batch = trainset.collate([trainset[i] for i in sched.micro_batch(step * sched.accum + k)])
-            if batch is None:  # every record of this micro-batch was skipped as bad
+    tokens, t0 = 0, time.time()
+    bar = tqdm(total=sched.total_steps, initial=start, desc=desc, unit="step", disable=not main)
+    try:
+        for step in range(start, sched.total_steps):
+            torch.manual_seed(step_seed(cfg.seed, step, dist.rank()))
+            t_step = time.time()
+            done = accumulate_step(model, trainset, sched, step, loss_fn, cfg, device, pixel_dtype)
+            if done is None:  # every record of this step was skipped as bad: not a training step
+                progress["skipped"] += 1
+                bar.update(1)
                 continue
-            batch = to_device(batch, device, pixel_dtype)
-            with autocast:
-                loss = loss_fn(model, batch) / sched.accum
-            loss.backward()
-            step_loss += loss.item()
-            step_tokens += int(batch["attention_mask"].sum())
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss_value, tokens = step_loss, tokens + step_tokens
-        tps = step_tokens / max(time.time() - t_step, 1e-9)
-        writer.add_scalar("train/loss", loss_value, step + 1)
-        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step + 1)
-        writer.add_scalar("train/tokens_per_s", tps, step + 1)
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", tok_s=f"{tps:.0f}")
-        bar.update(1)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == sched.total_steps:
-            save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler, fingerprint, loss_value,
-                            cfg.keep_checkpoints)
-        if on_snapshot is not None and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
-            on_snapshot(step + 1)
-    bar.close()
-    writer.close()
+            sync_gradients(trainable)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value, n_tokens = done
+            progress.update(done=progress["done"] + 1, loss=loss_value)
+            tokens += n_tokens
+            tps = n_tokens / max(time.time() - t_step, 1e-9)
+            if main:
+                writer.add_scalar("train/loss", loss_value, step + 1)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step + 1)
+                writer.add_scalar("train/tokens_per_s", tps, step + 1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", tok_s=f"{tps:.0f}")
+            bar.update(1)
+            if (step + 1) % cfg.save_every == 0 or step + 1 == sched.total_steps:
+                if main:
+                    save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler, fingerprint, progress,
+                                    cfg.keep_checkpoints)
+                dist.barrier()
+            if on_snapshot is not None and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+                if main:
+                    on_snapshot(step + 1)
+                dist.barrier()
+    finally:  # close the bar first, so an error message is the last thing printed
+        bar.close()
+        if writer is not None:
+            writer.close()
     model.eval()
-    if start >= sched.total_steps:  # finished earlier: report the checkpointed loss
-        loss_value = json.loads((last / "state.json").read_text())["loss"]
-    return LoopResult(sched.total_steps, loss_value, start, tokens, time.time() - t0)
+    return LoopResult(progress["done"], progress["loss"], start, tokens, time.time() - t0, progress["skipped"])

@@ -12,7 +12,7 @@ from lora_vl.data.batching import collate
 from lora_vl.data.dataset import TrainSet, read_sources
 from lora_vl.data.encode import BadRecord, Encoded, encode_chat
 from lora_vl.data.safety_readers import PreferencePair
-from lora_vl.data.sample import open_image
+from lora_vl.data.images import load_rgb
 
 
 def check_pair(p: PreferencePair) -> None:
@@ -30,7 +30,7 @@ class PairSet(TrainSet):
 
     def encode(self, p: PreferencePair, with_pixels: bool = True) -> tuple[Encoded, Encoded]:
         check_pair(p)
-        images = [open_image(i, p.where) for i in p.images] if with_pixels else [None] * len(p.images)
+        images = [load_rgb(i, p.where) for i in p.images] if with_pixels else [None] * len(p.images)
         return tuple(
             encode_chat(self.processor, [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": answer}],
                         images, max_length=self.cfg.max_length, truncate=self.cfg.overlong == "truncate",

@@ -23,16 +23,20 @@ from typing import Literal
 
 import torch
 
-from lora_vl.artifacts import atomic_dir, fingerprint_files
+from lora_vl.artifacts import fingerprint_files
+from lora_vl.data.dataset import TrainSet
 from lora_vl.handoff import lora_config, open_adapter
 from lora_vl.data.config import DataConfig
 from lora_vl.models import lora as L
-from lora_vl.models.load import attach_adapters, load_vlm
+from lora_vl.models.load import load_vlm
+from lora_vl.models.lora import attach_adapters
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig, StageConfig
-from lora_vl.train.loop import default_loss, train
-from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype,
-                                 stage_fingerprint, stage_main, write_stage_manifest)
+from lora_vl.train.loop import TokenLoss, train
+from lora_vl.train.dpo import DpoLoss
+from lora_vl.train.preference import PairSet
+from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype, run_record,
+                                 stage_fingerprint, stage_main, write_result, write_stage_manifest)
 
 SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the output folder
 
@@ -46,6 +50,9 @@ class DpoConfig:
     label_smoothing: float = field(0.0, help="conservative DPO ε (sigmoid loss only)")
 
     def validate(self, where: str) -> None:
+        if self.data.chat_format != "model":
+            raise RecipeError(f"{where}.data.chat_format: DPO pairs are chat turns; expected 'model', "
+                              f"got {self.data.chat_format!r}")
         if self.beta <= 0:
             raise RecipeError(f"{where}.beta: must be > 0, got {self.beta}")
         if not 0 <= self.label_smoothing < 0.5:
@@ -110,7 +117,8 @@ def stacked_model(r: SafetyRecipe, base, parent: Path, seed: int):
     vl = list(model.peft_config)
     freeze_dropout(model, vl)
     torch.manual_seed(seed)
-    model.add_adapter(SAFETY, lora_config(r.lora, targets))
+    with L.quiet_peft():
+        model.add_adapter(SAFETY, lora_config(r.lora, targets))
     activate(model, vl)
     return model, processor, vl
 
@@ -118,14 +126,10 @@ def stacked_model(r: SafetyRecipe, base, parent: Path, seed: int):
 
 def build_training(r: SafetyRecipe, base, parent: Path):
     """(stacked model, processor, data set, loss_fn) for the recipe's method."""
-    from lora_vl.data.dataset import TrainSet
-    from lora_vl.train.dpo import DpoLoss
-    from lora_vl.train.preference import PairSet
-
     stage = getattr(r, r.method)
     model, processor, vl = stacked_model(r, base, parent, stage.optim.seed)
     if r.method == "sft":
-        return model, processor, TrainSet(stage.data, processor), default_loss
+        return model, processor, TrainSet(stage.data, processor), TokenLoss()
     loss_fn = DpoLoss(stage.beta, stage.loss, stage.label_smoothing, reference=lambda: vl_only(model, vl))
     return model, processor, PairSet(stage.data, processor), loss_fn
 
@@ -146,14 +150,14 @@ def run_safety(r: SafetyRecipe) -> Path:
                 ckpt_dir=out / "checkpoints" / r.method, tb_dir=out / "tb" / r.method, fingerprint=fp,
                 desc=f"safety {r.method} (LoRA on frozen VL adapter)", loss_fn=loss_fn,
                 pixel_dtype=pixel_dtype(model))
-    with atomic_dir(out / "adapter", overwrite=True) as tmp:
+    record = run_record(res, data)
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, selected_adapters=[SAFETY])
         processor.save_pretrained(tmp / "processor")
         write_stage_manifest(tmp, "safety_adapter", dataclasses.asdict(r), fingerprint=fp, base=str(base),
-                             method=r.method, parents=[str(parent)], data=provenance,
-                             data_report=data.report.as_dict(), final_loss=res.final_loss, steps=res.steps,
-                             resumed_from=res.resumed_from, tokens=res.tokens, seconds=res.seconds)
-    return out / "adapter"
+                             method=r.method, parents=[str(parent)], data=provenance, **record)
+    return write_result(out / "adapter", write)
 
 
 def main(argv: list[str]) -> int:

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
+from typing import Callable
 
-from lora_vl.artifacts import fingerprint_files, fingerprint_obj
+from lora_vl import distributed as dist
+from lora_vl.artifacts import atomic_dir, fingerprint_files, fingerprint_obj
 from lora_vl.errors import InputError
 from lora_vl.handoff import make_manifest, read_manifest, write_manifest
 from lora_vl.data.config import DataConfig
+from lora_vl.models.compose import ComposeSpec, compose, save_composed
+from lora_vl.recipe import describe, load_recipe
 from lora_vl.train.config import ModelConfig
+from lora_vl.train.loop import LoopResult
 
 
 def compose_spec(model: ModelConfig) -> dict:
@@ -34,8 +38,6 @@ def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
     """The Llava checkpoint a run trains on: given, or composed once and reused."""
     if model.base is not None:
         return Path(model.base) if Path(model.base).exists() else model.base
-    from lora_vl.models.compose import ComposeSpec, compose, save_composed
-
     base_dir = Path(model.base_dir) if model.base_dir else output_dir / "base"
     spec = compose_spec(model)
     wanted = {**spec, "sources": {"lm": local_stamp(model.lm), "vision": local_stamp(model.vision)}}
@@ -47,10 +49,11 @@ def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
                              f"{wanted} (a local LM or encoder that was rebuilt counts as different); "
                              "set model.base_dir to another folder or remove it")
         return base_dir
-    llava, processor = compose(ComposeSpec(**spec))
-    save_composed(llava, processor, base_dir,
-                  make_manifest("base", recipe={}, compose=wanted))
-    print(f"composed Llava base checkpoint at {base_dir}")
+    if dist.is_main():
+        llava, processor = compose(ComposeSpec(**spec))
+        save_composed(llava, processor, base_dir, make_manifest("base", recipe={}, compose=wanted))
+        print(f"composed Llava base checkpoint at {base_dir}")
+    dist.barrier()
     return base_dir
 
 
@@ -90,21 +93,32 @@ def write_stage_manifest(out_dir: Path, kind: str, recipe: dict, **fields) -> No
     write_manifest(out_dir, make_manifest(kind, recipe, **fields))
 
 
+def write_result(out: Path, write: Callable[[Path], None]) -> Path:
+    """Rank 0 writes the folder `out` atomically (`write(tmp)` fills it); every process waits."""
+    if dist.is_main():
+        with atomic_dir(out, overwrite=True) as tmp:
+            write(tmp)
+    dist.barrier()
+    return out
+
+
+def run_record(res: LoopResult, data) -> dict:
+    """The manifest fields every training stage records about its run."""
+    return {"data_report": data.report.as_dict(), "final_loss": res.final_loss, "steps": res.steps,
+            "skipped_steps": res.skipped_steps, "resumed_from": res.resumed_from, "tokens": res.tokens,
+            "seconds": res.seconds}
+
+
 def stage_main(argv: list[str], *, prog: str, doc: str, recipe_cls, run, example: str, override: str,
                done: str) -> int:
     """The command line of a training stage: recipe + overrides, --help listing every key."""
-    from lora_vl.recipe import RecipeError, describe, load_recipe
-
     ap = argparse.ArgumentParser(
         prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, description=doc,
         epilog="recipe keys (override any with key.sub=value):\n" + describe(recipe_cls))
     ap.add_argument("recipe", help=f"YAML recipe, e.g. {example}")
     ap.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {override}")
     a = ap.parse_args(argv)
-    try:
-        recipe = load_recipe(recipe_cls, a.recipe, a.overrides)
-    except RecipeError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
-    print(f"{done} {run(recipe)}")
+    result = run(load_recipe(recipe_cls, a.recipe, a.overrides))
+    if dist.is_main():
+        print(f"{done} {result}")
     return 0

@@ -1,14 +1,17 @@
 """One judge interface: (items, responses) -> verdicts; model judges share loading and decoding.
 
-A verdict says whether the response is unsafe (attack success) and/or a refusal. A judge output
-that does not parse is `parsed=False` with both flags None: counted as "unparsed" in the metrics,
-never as safe.
+A verdict says whether the response is unsafe (attack success) and/or a refusal, as far as the
+judge says (None: it does not say, e.g. WildGuard's 'N/A'). A judge output that does not parse
+is `parsed=False`: its missing flags are counted as "unparsed" in the metrics, never as safe.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from lora_vl.errors import InputError
+from lora_vl.evaluation.generate import generate_texts
 from lora_vl.evaluation.items import EvalItem
+from lora_vl.models.load import load_causal_lm
 
 
 @dataclass
@@ -18,11 +21,11 @@ class Verdict:
     refused: bool | None = None  # the response refuses (None: this judge does not say)
     parsed: bool = True
     raw: str = ""
+    categories: list[str] = field(default_factory=list)  # violated categories (Llama Guard S1..S14)
 
 
 class Judge:
-    """Base: subclasses say what they measure (`measures`) and implement `judge`."""
-    measures: tuple[str, ...] = ("unsafe",)
+    """Base: subclasses implement `judge`; register with `@judge(...)` (judges/registry.py)."""
 
     def __init__(self, spec):
         self.spec = spec
@@ -36,7 +39,12 @@ class Judge:
 
 
 class ModelJudge(Judge):
-    """A causal-LM judge: render its documented prompt, decode greedily, parse the verdict."""
+    """A causal-LM judge: render its upstream prompt, decode greedily, parse the verdict.
+
+    `add_special_tokens`: whether the tokenizer adds BOS (False when the prompt text holds it);
+    `max_new_tokens`: the judge's upstream output budget, unless the suite sets one."""
+    add_special_tokens = True
+    max_new_tokens = 16
 
     def format(self, item: EvalItem, response: str) -> str:
         raise NotImplementedError
@@ -44,24 +52,25 @@ class ModelJudge(Judge):
     def parse(self, text: str) -> Verdict:
         raise NotImplementedError
 
-    def load(self):
-        from lora_vl.evaluation.model_io import load_causal_lm
+    @property
+    def budget(self) -> int:
+        return self.spec.max_new_tokens or self.max_new_tokens
 
+    def load(self):
         if getattr(self, "model", None) is None:
             if not self.spec.model:
-                raise ValueError(f"judge {self.name!r} ({self.spec.kind}): `model` (hub id or dir) is required")
+                raise InputError(f"judge {self.name!r} ({self.spec.kind}): `model` (hub id or dir) is required")
             self.model, self.tokenizer = load_causal_lm(self.spec.model, revision=self.spec.revision,
-                                                        quantization=self.spec.quantization)
+                                                        quantization=self.spec.quantization, padding_side="left")
+            self.model.eval()
         return self.model, self.tokenizer
 
     def judge(self, items: list[EvalItem], responses: list[str]) -> list[Verdict]:
-        from lora_vl.evaluation.generate import generate_texts
-
         model, tok = self.load()
-        prompts = [tok(self.format(it, r), add_special_tokens=True)["input_ids"]
+        prompts = [tok(self.format(it, r), add_special_tokens=self.add_special_tokens)["input_ids"]
                    for it, r in zip(items, responses)]
         outs = generate_texts(model, tok, [{"input_ids": p} for p in prompts],
-                              batch_size=self.spec.batch_size, max_new_tokens=self.spec.max_new_tokens)
+                              batch_size=self.spec.batch_size, max_new_tokens=self.budget)
         return [self.parse(o) for o in outs]
 
     def close(self) -> None:

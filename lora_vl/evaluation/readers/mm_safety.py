@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora_vl.evaluation.items import BenchmarkError, EvalItem
+from lora_vl.evaluation.readers.registry import benchmark_reader
 from lora_vl.evaluation.readers.source import find_file, is_local, load_local, read_json, resolve_image
 
 # FigStep's published text prompt that goes with every typographic image (ThuCCSLab/FigStep README).
@@ -28,6 +29,8 @@ def local_root(spec, how: str) -> Path:
     return root
 
 
+@benchmark_reader("figstep", category="mm_safety", subsets="tiny (SafeBench-Tiny, 50) or all 500",
+                  help="FigStep SafeBench (a ThuCCSLab/FigStep clone)")
 def read_figstep(spec) -> list[EvalItem]:
     """FigStep repo: data/question/safebench.csv or SafeBench-Tiny.csv (subset 'tiny', 50 items),
     columns dataset, category_id, task_id, category_name, question, instruction; images
@@ -46,6 +49,8 @@ def read_figstep(spec) -> list[EvalItem]:
     return items
 
 
+@benchmark_reader("mm_safetybench", category="mm_safety", subsets="SD | TYPO | SD_TYPO (default)",
+                  help="MM-SafetyBench processed_questions + imgs (a clone)")
 def read_mm_safetybench(spec) -> list[EvalItem]:
     """MM-SafetyBench: processed_questions/<NN-Scenario>.json, an object keyed by item id with
     'Question', 'Rephrased Question', 'Rephrased Question(SD)', 'Key Phrase', ...; images
@@ -70,14 +75,17 @@ def read_mm_safetybench(spec) -> list[EvalItem]:
     return items
 
 
+@benchmark_reader("siuo", category="mm_safety", help="SIUO siuo_gen.json + images (a sinwang20/SIUO clone)")
 def read_siuo(spec) -> list[EvalItem]:
-    """SIUO: data/siuo_gen.json, a list of {question_id, image, question, category, ...}
-    (fields as in the SIUO repo's generation split; verify against your copy); images under images/."""
-    root = local_root(spec, "download SIUO from its GitHub repo (sinwang20/SIUO)")
+    """SIUO: data/siuo_gen.json, a list of {question_id, image, question, category, safety_warning,
+    reference_answer}; images under data/images/. The warning and the reference answer (what
+    SIUO's own GPT judge reads) are kept in meta."""
+    root = local_root(spec, "clone github.com/sinwang20/SIUO and unzip its images under data/images")
     path = find_file(root, ["siuo_gen.json"], spec.name)
     return [EvalItem(id=str(r["question_id"]), prompt=r["question"],
                      image=resolve_image(path.parent, r["image"], ("images", "")),
-                     benchmark=spec.name, category=str(r.get("category", "")))
+                     benchmark=spec.name, category=str(r.get("category", "")),
+                     meta={"safety_warning": r.get("safety_warning"), "reference_answer": r.get("reference_answer")})
             for r in read_json(path, spec.name)]
 
 
@@ -92,6 +100,9 @@ def _vlguard_pairs(row: dict, subset: str):
             yield pair["safe_instruction"]
 
 
+@benchmark_reader("vlguard", category="mm_safety", subsets="unsafes (default) | safe_unsafes | safe_safes",
+                  subset_categories={"safe_safes": "over_refusal"},
+                  help="VLGuard test.json + test images (gated)")
 def read_vlguard(spec) -> list[EvalItem]:
     """VLGuard test.json: [{id, image, safe, instr-resp: [{instruction|safe_instruction|
     unsafe_instruction, response}]}]; images under test/ (the unpacked test.zip).

@@ -1,0 +1,138 @@
+"""Random-weight models at full width, prepared exactly as each stage prepares them.
+
+No checkpoint is written: the weights are drawn in memory and handed to
+`from_pretrained(None, config=..., state_dict=...)`, so transformers' bitsandbytes integration
+quantizes them into real `Linear4bit` layers the way it does when loading from disk, under the
+kit's `bnb_config` (NF4, double quant, vision tower / projector / lm_head skipped). The compute
+dtype is bf16 on every device, as on a GPU. Then the stage's own preparation runs: the kit's
+`prepare_base`, `add_lora`, `param_groups`, the stacked frozen VL adapter of `safety`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from transformers import LlavaForConditionalGeneration
+from transformers.utils import logging as hf_logging
+
+from lora_vl.models import lora as L
+from lora_vl.models.load import attn_implementation, bnb_config, set_cpu_4bit_repacking
+
+DTYPE = torch.bfloat16  # the compute dtype on a GPU (`compute_dtype` on bf16-capable cards)
+
+
+def random_state(meta_model, cache: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    """Random bf16 weights for every entry of the state dict. The decoder layers are copies of
+    one random layer, so a deeper model costs no more random numbers; `cache` carries the
+    random tensors across the builds of one plan. Copies, not shared tensors: a weight that
+    is not quantized must own its memory, as it does when loaded from a checkpoint."""
+    out = {}
+    for name, t in meta_model.state_dict().items():
+        if not t.is_floating_point():  # integer buffers keep the values the model makes
+            continue
+        role = (re.sub(r"\.layers\.\d+\.", ".layers.N.", name), tuple(t.shape))
+        if role not in cache:
+            if t.dim() == 1 and name.endswith("weight"):  # norm scales
+                cache[role] = torch.ones(t.shape, dtype=DTYPE, device=device)
+            else:
+                cache[role] = torch.empty(t.shape, dtype=DTYPE, device=device).normal_(0.0, 0.02)
+        out[name] = cache[role].clone()
+    return out
+
+
+def build_llava(config, quantization: str, device: torch.device, cache: dict):
+    """A random-weight Llava under the kit's loading policy, in bf16."""
+    with torch.device("meta"):
+        meta_model = LlavaForConditionalGeneration(config)
+    state = random_state(meta_model, cache, device)
+    kwargs = dict(dtype=DTYPE, attn_implementation=attn_implementation(device), device_map={"": device})
+    if quantization == "4bit":
+        kwargs["quantization_config"] = bnb_config(DTYPE)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # no "loading weights" bars for weights that were never on disk
+    hf_logging.disable_progress_bar()
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(None, config=config, state_dict=state, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if quantization == "4bit":
+        set_cpu_4bit_repacking(model, False)
+    return model
+
+
+@dataclass
+class Workload:
+    """What the plan measures: one of the kit's stages, with its sizes."""
+    kind: str  # "stage1", "stage2", "sft", "dpo", "eval"
+    quantization: str
+    gradient_checkpointing: bool
+    lora: object | None  # LoraSettings of the trained adapter (None: stage 1, eval)
+    frozen: list  # LoraSettings of frozen stacked adapters, VL adapter first (safety, eval)
+    optim: object | None  # OptimConfig (training)
+    micro_batch: int  # samples (DPO: pairs; eval: prompts) per forward
+    length: int  # tokens per sample (eval: prompt tokens)
+    new_tokens: int = 0  # eval: tokens generated per prompt
+    beta: float = 0.1  # DPO
+    dpo_loss: str = "sigmoid"
+
+    @property
+    def rows(self) -> int:
+        """Sequences per forward: a DPO batch of B pairs is 2B rows (chosen, then rejected)."""
+        return 2 * self.micro_batch if self.kind == "dpo" else self.micro_batch
+
+
+def prepare(model, w: Workload):
+    """Apply the stage's own preparation; returns (model, param groups or None)."""
+    quantized = w.quantization == "4bit"
+    if w.kind == "eval":
+        if w.frozen:
+            model = stack_frozen(model, w.frozen)
+        model.eval()
+        return model, None
+    model = L.prepare_base(model, quantized, w.gradient_checkpointing)
+    if w.kind == "stage1":  # as adapt.train_stage1
+        proj = L.projector_module(model)
+        proj.float().requires_grad_(True)
+        return model, [{"params": list(proj.parameters()), "lr": w.optim.lr}]
+    if w.kind == "stage2":  # as adapt.train_stage2
+        model = L.add_lora(model, w.lora, train_projector=True, seed=w.optim.seed)
+        return model, L.param_groups(model, w.optim.lr, w.optim.lr_projector)
+    # safety (sft / dpo), as safety.stacked_model: frozen VL adapter + trainable safety LoRA
+    from lora_vl.handoff import lora_config
+    from lora_vl.train.safety import SAFETY, activate, freeze_dropout
+
+    targets = L.lora_target_regex(model)
+    model = stack_frozen(model, w.frozen)
+    freeze_dropout(model, frozen_names(w.frozen))
+    torch.manual_seed(w.optim.seed)
+    model.add_adapter(SAFETY, lora_config(w.lora, targets))
+    activate(model, frozen_names(w.frozen))
+    return model, L.param_groups(model, w.optim.lr, None)
+
+
+def frozen_names(frozen: list) -> list[str]:
+    return [f"adapter_{i}" for i in range(len(frozen))]  # as `attach_adapters` names them
+
+
+def stack_frozen(model, frozen: list):
+    """Frozen adapters stacked as `attach_adapters` loads them: the first (the VL adapter)
+    with its projector copy, all active, none trainable."""
+    from peft import get_peft_model
+
+    from lora_vl.handoff import lora_config
+
+    targets = L.lora_target_regex(model)
+    names = frozen_names(frozen)
+    for i, (name, settings) in enumerate(zip(names, frozen)):
+        config = lora_config(settings, targets, [L.PROJECTOR] if i == 0 else None)
+        config.inference_mode = True
+        if i == 0:
+            model = get_peft_model(model, config, adapter_name=name)
+        else:
+            model.add_adapter(name, config)
+    model.base_model.set_adapter(names)  # PEFT marks active adapters trainable: freeze after
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,106 @@
+"""Step time from FLOPs (and, for decoding, bytes read) at a stated GPU peak and utilization.
+
+A PREDICTION, not a measurement: time = FLOPs actually executed / (peak × utilization). The
+FLOPs count what the kit's step runs: the frozen base needs input gradients only (no weight
+gradients), LoRA factors need both, gradient checkpointing recomputes every checkpointed
+layer's forward once, and the vision tower is checkpointed and backpropagated too (transformers'
+`enable_input_require_grads` makes the patch embeddings require grad). Decoding one token is
+bound by reading the weights and the KV cache, so its time is the larger of the FLOP time and
+the byte time at the stated bandwidth × efficiency.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lora_vl.plan.shapes import ModelShape
+
+# spec-sheet dense bf16 tensor peak (FP32 accumulate) and memory bandwidth
+GPUS = {
+    "h100-sxm": (989e12, 3.35e12),
+    "a100-80gb": (312e12, 2.039e12),
+    "rtx4090": (165.2e12, 1.008e12),
+    "rtx3090": (71e12, 0.936e12),
+}
+
+
+@dataclass
+class Gpu:
+    name: str
+    peak_flops: float
+    bandwidth: float  # bytes/s
+    utilization: float = 0.30  # share of the FLOP peak a QLoRA step reaches (assumed)
+    bandwidth_efficiency: float = 0.70  # share of the bandwidth decoding reaches (assumed)
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.peak_flops / 1e12:.0f} TFLOP/s bf16 peak × utilization "
+                f"{self.utilization:.0%} (assumed); {self.bandwidth / 1e12:.2f} TB/s × {self.bandwidth_efficiency:.0%} "
+                "for decoding (assumed)")
+
+
+def lm_linear_params(shape: ModelShape) -> tuple[int, list[tuple[int, int]]]:
+    """(params of one decoder layer's linears, their (in, out) sizes)."""
+    t = shape.text
+    h, inter = t.hidden_size, t.intermediate_size
+    hd = getattr(t, "head_dim", None) or h // t.num_attention_heads
+    q, kv = t.num_attention_heads * hd, (getattr(t, "num_key_value_heads", None) or t.num_attention_heads) * hd
+    sizes = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]
+    return sum(i * o for i, o in sizes), sizes
+
+
+def vision_forward_flops(shape: ModelShape, images: int) -> float:
+    v = shape.vision
+    tokens = (v.image_size // v.patch_size) ** 2 + 1
+    per_layer = 2 * tokens * (4 * v.hidden_size ** 2 + 2 * v.hidden_size * v.intermediate_size) \
+        + 4 * tokens ** 2 * v.hidden_size
+    proj = 2 * shape.image_tokens * (v.hidden_size * shape.text.hidden_size + shape.text.hidden_size ** 2)
+    return images * (v.num_hidden_layers * per_layer + proj)
+
+
+def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r: int = 0,
+                frozen_r: int = 0, checkpointing: bool = True) -> float:
+    """FLOPs of one micro-batch's forward + backward (DPO: + the reference forward, in which only
+    the frozen adapters are active). `trained_r` / `frozen_r`: summed LoRA ranks."""
+    t = shape.text
+    n = t.num_hidden_layers
+    tokens = rows * length
+    lin, sizes = lm_linear_params(shape)
+    hd = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    attn = 2 * tokens * length * t.num_attention_heads * hd  # causal QK^T and AV, per layer
+    layer_fwd = 2 * tokens * lin + attn
+    per_rank = 2 * tokens * sum(i + o for i, o in sizes)  # one rank of LoRA on every linear
+    lora_fwd = per_rank * (trained_r + frozen_r)
+    head_fwd = 2 * tokens * t.hidden_size * t.vocab_size
+    vis = vision_forward_flops(shape, rows)
+    # backward: input gradients of the frozen base (1×) and attention (2×); LoRA input
+    # gradients for every adapter, weight gradients for the trained one
+    backward = 2 * tokens * lin + 2 * attn + per_rank * (2 * trained_r + frozen_r)
+    layers = n * (layer_fwd + lora_fwd + backward)
+    if checkpointing:
+        layers += n * (layer_fwd + lora_fwd)
+    total = layers + 2 * head_fwd + vis * (3 if checkpointing else 2)
+    if kind == "dpo":  # the reference pass: forward only, no grad
+        total += n * (layer_fwd + per_rank * frozen_r) + head_fwd + vis
+    return float(total)
+
+
+def step_seconds(flops: float, gpu: Gpu) -> float:
+    return flops / (gpu.peak_flops * gpu.utilization)
+
+
+def generation_seconds(shape: ModelShape, rows: int, prompt: int, new_tokens: int, weight_bytes: int,
+                       gpu: Gpu) -> dict[str, float]:
+    """Prefill from FLOPs; each decode step from max(FLOP time, bytes read / bandwidth)."""
+    t = shape.text
+    n = t.num_hidden_layers
+    lin, _ = lm_linear_params(shape)
+    hd = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    kv_heads = getattr(t, "num_key_value_heads", None) or t.num_attention_heads
+    prefill = n * (2 * rows * prompt * lin + 2 * rows * prompt * prompt * t.num_attention_heads * hd) \
+        + 2 * rows * t.hidden_size * t.vocab_size + vision_forward_flops(shape, rows)
+    decode = 0.0
+    for step in range(1, new_tokens):
+        ctx = prompt + step
+        flops = rows * (n * (2 * lin + 4 * ctx * t.num_attention_heads * hd) + 2 * t.hidden_size * t.vocab_size)
+        kv_bytes = rows * ctx * n * 2 * kv_heads * hd * 2
+        decode += max(step_seconds(flops, gpu), (weight_bytes + kv_bytes) / (gpu.bandwidth * gpu.bandwidth_efficiency))
+    return {"prefill_s": step_seconds(prefill, gpu), "decode_s": decode}

@@ -1,0 +1,152 @@
+"""claims.md and the study's plots (ASR over stage 2, safety vs helpfulness with the merge sweep)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from lora_vl.artifacts import atomic_write_bytes
+from lora_vl.study.claims import SUMMARY_METRICS, SeedData
+
+COLUMNS = [("text_safety", "text ASR"), ("mm_safety", "MM ASR"), ("safety", "ASR (pooled)"),
+           ("over_refusal", "over-refusal"), ("helpfulness", "helpfulness")]
+
+
+def fmt(m: dict | None, digits: int = 3) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    ci = m.get("ci")
+    ci_txt = f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci and ci[0] == ci[0] else ""
+    n = f" n={m['n']}" if m.get("n") is not None else ""
+    return f"{m['value']:.{digits}f}{ci_txt}{n}"
+
+
+def _comparison_text(c: dict) -> str:
+    op = ">" if c["direction"] == "greater" else "<"
+    note = f" ({c['note']})" if c.get("note") else ""
+    return f"{c['a']['ref']} {fmt(c['a'])} {op}? {c['b']['ref']} {fmt(c['b'])} → {c['verdict']}{note}"
+
+
+def _spread_text(entry: dict) -> str:
+    parts = []
+    for i, sp in enumerate(entry.get("spread") or []):
+        if sp["a"] and sp["b"] and sp["a"]["n_seeds"] > 1:
+            parts.append(f"comparison {i + 1}: {sp['a']['mean']:.3f} ± {sp['a']['sd']:.3f} vs "
+                         f"{sp['b']['mean']:.3f} ± {sp['b']['sd']:.3f} (mean ± sd over {sp['a']['n_seeds']} seeds)")
+    return "<br>".join(parts)
+
+
+def render_claims(claims: list[dict], seeds: list[SeedData], meta: dict) -> str:
+    lines = [f"# The study's claims, measured: {meta['title']}", "",
+             f"Made by `{meta['command']}` on {meta['created']} (seeds {meta['seeds']}). {meta['setup']}", "",
+             "**Verdicts are computed, not chosen.** Each comparison puts two measured numbers side by side "
+             "with their 95% intervals: *held* when the intervals separate in the claimed direction, "
+             "*not held* when they separate the other way, *inconclusive* when they overlap or a number is "
+             "missing. A claim of several comparisons needs all of them; the merge claim needs one merge "
+             "point that wins both of its comparisons. Over several seeds a claim is held (not held) only "
+             "if it is in every seed.", "",
+             "| claim | finding (paper.md) | what is measured | verdict |", "|---|---|---|---|"]
+    for c in claims:
+        per_seed = ", ".join(p["verdict"] for p in c["per_seed"])
+        lines.append(f"| {c['id']} | {c['finding']} | {c['statement']} | **{c['verdict']}**"
+                     f"{f' (seeds: {per_seed})' if len(c['per_seed']) > 1 else ''} |")
+    lines += ["", "## The numbers behind each verdict", "",
+              "Each cell: run: metric, estimate [95% CI] n, for both sides of the comparison.", "",
+              "| claim | numbers, per seed | verdict |", "|---|---|---|"]
+    for c in claims:
+        cells = []
+        for p in c["per_seed"]:
+            alt = p["alternatives"][p["shown"]]
+            cells.append(f"seed {p['seed']}: " + "; ".join(_comparison_text(x) for x in alt["comparisons"])
+                         + f" ⇒ **{p['verdict']}**")
+        spread = _spread_text(c)
+        lines.append(f"| {c['id']} | {'<br>'.join(cells)}{'<br>' + spread if spread else ''} | **{c['verdict']}** |")
+    for s in seeds:
+        lines += ["", f"## Runs, seed {s.seed}", "", "| run | " + " | ".join(t for _, t in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
+        for name, summary in s.runs.items():
+            lines.append(f"| {name} | " + " | ".join(fmt(summary.get(k)) for k, _ in COLUMNS) + " |")
+    lines += ["", "## Plots", ""] + [f"![{t}]({p})" for t, p in meta["plots"]]
+    if meta.get("timing"):
+        lines += ["", "## Time", "", meta["machine"], "", "| stage | seconds | load average (1 min) before → after |",
+                  "|---|---|---|"]
+        for t in meta["timing"]:
+            lines.append(f"| {t['stage']} | {t['seconds']:.1f} | {t['load_before']:.2f} → {t['load_after']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _errorbar(ax, xs, ms, **kw):
+    ys = [m["value"] for m in ms]
+    lo = [max(0.0, m["value"] - m["ci"][0]) for m in ms]
+    hi = [max(0.0, m["ci"][1] - m["value"]) for m in ms]
+    return ax.errorbar(xs, ys, yerr=[lo, hi], capsize=2, marker="o", ms=3, **kw)
+
+
+def plot_curve(seeds: list[SeedData], path: Path) -> Path:
+    """ASR (text, multimodal), over-refusal and helpfulness of the VL adapter along stage 2."""
+    plt = _pyplot()
+    panels = [("text_safety", "text ASR"), ("mm_safety", "multimodal ASR"), ("over_refusal", "over-refusal"),
+              ("helpfulness", "helpfulness")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), sharex=True)
+    for ax, (key, title) in zip(axes, panels):
+        for s in seeds:
+            pts = [(step, s.runs[name][key]) for step, name in s.curve if key in s.runs.get(name, {})]
+            if pts:
+                _errorbar(ax, [p[0] for p in pts], [p[1] for p in pts], label=f"VL adapter, seed {s.seed}")
+            llm, final = s.runs.get("llm", {}).get(key), s.runs.get("vl", {}).get(key)
+            if llm and final and sorted(llm.get("benchmarks", [])) == sorted(final.get("benchmarks", [])):
+                _errorbar(ax, [0], [llm], color="black", label="aligned LLM (step 0)" if s is seeds[0] else None)
+        ax.set(title=title, xlabel="stage-2 optimizer step", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_pareto(seeds: list[SeedData], path: Path, fixed: list[str]) -> Path:
+    """Pooled ASR against helpfulness for every run; the merge sweep as a line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    colors = {}
+    for s in seeds:
+        def point(name, **kw):
+            m = s.runs.get(name, {})
+            if "safety" in m and "helpfulness" in m:
+                h, a = m["helpfulness"], m["safety"]
+                color = colors.setdefault(name, f"C{len(colors) % 10}")
+                ax.errorbar(h["value"], a["value"], xerr=[[h["value"] - h["ci"][0]], [h["ci"][1] - h["value"]]],
+                            yerr=[[a["value"] - a["ci"][0]], [a["ci"][1] - a["value"]]], fmt="o", capsize=2,
+                            color=color, label=name if s is seeds[0] else None, **kw)
+        for name in fixed:
+            point(name)
+        sweep = [(s.runs[p]["helpfulness"]["value"], s.runs[p]["safety"]["value"]) for p in s.merge_points
+                 if "safety" in s.runs.get(p, {}) and "helpfulness" in s.runs.get(p, {})]
+        if sweep:
+            ax.plot([x for x, _ in sweep], [y for _, y in sweep], "--", color="grey", lw=1,
+                    label="merge sweep" if s is seeds[0] else None)
+        for p in s.merge_points:
+            point(p, alpha=0.8)
+    ax.set(xlabel="helpfulness: accuracy (pooled)", ylabel="ASR, text + multimodal (pooled; lower is safer)",
+           xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title="safety vs helpfulness (95% CIs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def summaries_only(results: dict) -> dict:
+    """A run's results.json reduced to what the claims read: the pooled summary per category."""
+    return {k: v for k, v in results["summary"].items() if k in SUMMARY_METRICS}

@@ -1,0 +1,58 @@
+"""The toy study's recipes fit together: the mixed setting differs from VL adaptation only in its
+stage-2 data, the safety runs and merges sit on the adapt run's outputs, and the study recipe
+names files and benchmarks that exist."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lora_vl.recipe import RecipeError, load_recipe
+from lora_vl.study.recipe import StudyRecipe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def read(rel: str) -> dict:
+    return yaml.safe_load((ROOT / rel).read_text())
+
+
+def test_mixed_setting_differs_from_adapt_only_in_stage2_data():
+    adapt, mixed = read("recipes/toy/adapt.yaml"), read("recipes/toy/adapt_mixed.yaml")
+    assert mixed["model"] == adapt["model"]
+    assert mixed["lora"] == adapt["lora"]
+    assert mixed["stage2"]["optim"] == adapt["stage2"]["optim"]
+    assert mixed["stage2"]["data"]["max_length"] == adapt["stage2"]["data"]["max_length"]
+    plain, with_safety = adapt["stage2"]["data"]["sources"], mixed["stage2"]["data"]["sources"]
+    assert with_safety[:len(plain)] == plain
+    assert [s["format"] for s in with_safety[len(plain):]] == ["vlguard"]
+    assert mixed["projector"] == f"{adapt['output_dir']}/stage1/projector.safetensors"
+
+
+@pytest.mark.parametrize("name", ["safety_sft", "safety_dpo"])
+def test_safety_runs_sit_on_the_adapt_run(name):
+    adapt, safety = read("recipes/toy/adapt.yaml"), read(f"recipes/toy/{name}.yaml")
+    assert safety["model"]["base"] == adapt["model"]["base_dir"]
+    assert safety["parent"] == f"{adapt['output_dir']}/adapter"
+
+
+def test_merge_inputs_are_the_vl_and_sft_adapters():
+    adapt, sft, merge = read("recipes/toy/adapt.yaml"), read("recipes/toy/safety_sft.yaml"), read("recipes/merge/toy.yaml")
+    assert [i["path"] for i in merge["inputs"]] == [f"{adapt['output_dir']}/adapter", f"{sft['output_dir']}/adapter"]
+
+
+def test_study_recipe_names_what_exists():
+    study = load_recipe(StudyRecipe, ROOT / "recipes/toy/study.yaml")
+    for rel in (study.suite, study.adapt, study.adapt_mixed, study.safety_sft, study.safety_dpo, study.merge.recipe):
+        assert (ROOT / rel).is_file(), rel
+    names = {b["name"] for b in read(study.suite)["benchmarks"]}
+    assert set(study.analysis.harmful) | set(study.analysis.benign) <= names
+    assert study.llm == read(study.adapt)["model"]["lm"]  # the LLM alone is the LLM that is adapted
+
+
+def test_study_recipe_errors_name_the_key():
+    with pytest.raises(RecipeError, match=r"merge\.weights: the study sweeps at least 5"):
+        load_recipe(StudyRecipe, ROOT / "recipes/toy/study.yaml", ["merge.weights=[0.5, 1.0]"])
+    with pytest.raises(RecipeError, match="seeds"):
+        load_recipe(StudyRecipe, ROOT / "recipes/toy/study.yaml", ["seeds=[1, 1]"])
