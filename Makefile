@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report study test bench clean
+.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report analyze study test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,6 +40,9 @@ eval: adapt  ## the offline evaluation suite on the VL-adapted toy model
 
 report: eval  ## side-by-side table and safety-vs-helpfulness plot of evaluated runs
 	$(BIN)/lora-vl report outputs/toy/eval/results.json --out outputs/toy/report
+
+analyze: safety  ## safety-layer analysis: LLM vs VL-adapted vs +safety (separation per layer, refusal direction, ΔW)
+	$(BIN)/lora-vl analyze recipes/analyze/toy.yaml
 
 SEEDS ?= 0
 # the toy's small matmuls: one torch thread is faster than two fighting over a busy CPU

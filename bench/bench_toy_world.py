@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -89,6 +90,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     out = (ROOT / a.out).resolve()
+    for stale in ("base", "adapt", "eval_lm_pretrained", "eval_lm", "eval_vl"):  # a fresh measurement each time
+        shutil.rmtree(out / stale, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     world = a.world
     seconds = {}

@@ -22,6 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+from lora_vl.data.batching import length_grouped_batches, padding_fraction, random_batches
+from lora_vl.models import lora as L
+from lora_vl.models.load import load_pretrained
+from lora_vl.train.config import LoraSettings
+
 PRESETS = {
     "smoke": dict(hidden=64, inter=128, layers=2, heads=4, vocab=1000, vis_hidden=32, vis_layers=2,
                   vis_heads=2, image=56, patch=14, seq=64, steps=2),  # checks the script runs
@@ -34,9 +42,6 @@ PRESETS = {
 
 
 def build_checkpoint(p: dict, out: Path) -> None:
-    import torch
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
     text = LlamaConfig(hidden_size=p["hidden"], intermediate_size=p["inter"], num_hidden_layers=p["layers"],
                        num_attention_heads=p["heads"], num_key_value_heads=p["heads"], vocab_size=p["vocab"],
                        max_position_embeddings=4096)
@@ -53,15 +58,6 @@ def build_checkpoint(p: dict, out: Path) -> None:
 
 
 def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
-    import torch
-
-    from lora_vl.models import lora as L
-    from lora_vl.train.config import LoraSettings
-
-    from transformers import LlavaForConditionalGeneration
-
-    from lora_vl.models.load import load_pretrained
-
     # the bench checkpoint has no processor, so load the model alone under the kit's 4-bit policy
     model = load_pretrained(LlavaForConditionalGeneration, ckpt, quant, None, None)
     model = L.prepare_base(model, quant == "4bit", gradient_checkpointing=True)
@@ -106,8 +102,6 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
 def padding_report(batch_size: int, n: int = 20000, seed: int = 0) -> dict:
     """Padding fraction on LLaVA-Instruct-like lengths: 576 image tokens on most samples plus a
     log-normal text length (a stand-in distribution; say so when quoting it)."""
-    from lora_vl.data.batching import length_grouped_batches, padding_fraction, random_batches
-
     rng = random.Random(seed)
     lengths = [(576 if rng.random() < 0.85 else 0) + int(math.exp(rng.gauss(math.log(180), 0.8)))
                for _ in range(n)]

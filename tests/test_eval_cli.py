@@ -24,7 +24,8 @@ def test_toy_suite_and_report(tiny_world, tmp_path, monkeypatch, capsys):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| mm_safety | figstep-toy | asr | refusal-matcher |" in md
     assert "| text_safety | sorry-bench-toy | asr | toy-oracle |" in md
-    assert "| llava+eval_world0 (" in md and "| llava (" in md  # one column per run
+    run_name = Path(adapter).parent.name  # an adapter dir named "adapter" is labelled by its folder
+    assert f"| llava+{run_name} (" in md and "| llava (" in md  # one column per run
     png = (tmp_path / "rep" / "safety_vs_helpfulness.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 

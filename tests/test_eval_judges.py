@@ -73,3 +73,27 @@ def test_llama_guard_codes_give_per_category_asr_in_results_and_report():
     assert "| text_safety | hb | asr_by_violation | S9 | 0.667 |" in render_markdown(results)
     report = render([results])
     assert "## Attack success by violated category" in report and "| hb | lg | S9 | 0.667" in report
+
+
+def test_refusal_of_harmful_asks_is_reported_beside_the_asr():
+    """A judge that labels refusals (here the refusal matcher after Llama Guard, which does not)
+    gives a refusal rate on harmful asks; the summary pools it per category as text_refusal."""
+    from lora_vl.evaluation.judges import llama_guard
+    from lora_vl.evaluation.judges.base import Verdict
+    from lora_vl.evaluation.results import benchmark_result, summarize
+    from lora_vl.evaluation.run import Bench
+    from lora_vl.evaluation.suite import BenchmarkSpec, Suite
+
+    suite = Suite(name="t", judges=[JudgeSpec(name="lg", kind="llama_guard"),
+                                    JudgeSpec(name="rm", kind="refusal")])
+    spec = BenchmarkSpec(name="hb", reader="harmbench", source="x", judges=["lg", "rm"])
+    items = [EvalItem(id=str(i), prompt="p", benchmark="hb", category="c") for i in range(4)]
+    verdicts = {("lg", "hb"): [llama_guard.parse("lg", o) for o in ["safe", "safe", "unsafe\nS1", "safe"]],
+                ("rm", "hb"): [Verdict(judge="rm", unsafe=not r, refused=r) for r in (True, True, False, False)]}
+    res = benchmark_result(Bench(spec, "text_safety", items, 16), suite, verdicts)
+    refusal = [m for m in res["metrics"] if m["metric"] == "refusal_rate" and m["group"] is None]
+    assert [(m["judge"], m["k"], m["n"], m["primary"]) for m in refusal] == [("rm", 2, 4, True)]
+    summary = summarize([res])
+    assert summary["text_safety"]["judges"] == ["lg"] and summary["text_safety"]["value"] == 0.25
+    assert (summary["text_refusal"]["value"], summary["text_refusal"]["judges"]) == (0.5, ["rm"])
+    assert "mm_refusal" not in summary

@@ -72,10 +72,10 @@ def test_study_claims_on_constructed_results():
     assert got["1b"]["verdict"] == HELD            # mm 0.60 vs 0.20 at the first snapshot
     assert got["1c"]["verdict"] == HELD            # text 0.50 vs 0.15
     assert got["2-sft-asr"]["verdict"] == HELD
-    assert got["2-sft-refusal"]["verdict"] == HELD
+    assert got["2-sft-overrefusal"]["verdict"] == HELD
     assert got["2-sft-help"]["verdict"] == HELD
     assert got["2-sft-residual"]["verdict"] == INCONCLUSIVE  # 0.04 vs 0.05: overlapping
-    assert got["2-dpo-refusal"]["verdict"] == HELD  # 0.20 vs 0.10
+    assert got["2-dpo-overrefusal"]["verdict"] == HELD  # 0.20 vs 0.10
     assert got["2-dpo-help"]["verdict"] == INCONCLUSIVE  # 0.80 vs 0.85
     assert got["2-dpo-residual"]["verdict"] == HELD
     assert got["3"]["verdict"] == HELD             # mixed 0.20 ASR vs SFT 0.045, helpfulness 0.60 vs 0.85
@@ -123,7 +123,11 @@ def test_safety_layer_claims_read_the_analysis():
     seed = seed_data(0, 100, {})
     seed.analysis = analysis
     got = by_id(evaluate(study_claims(seed, {"sft": "vl+sft"}, "sft"), [seed]))
-    assert got["6a"]["verdict"] == HELD  # 0.99 at the peak layer vs 0.55 at layer 0
+    assert got["6a"]["verdict"] == HELD  # d′ 2.0 at the peak layer vs 0.1 at layer 0
+    analysis["models"]["llm"]["layers"][0]["ref_d"] = 1.95
+    analysis["models"]["llm"]["layers"][0]["ref_d_ci"] = [1.85, 2.05]
+    assert by_id(evaluate(study_claims(seed, {"sft": "vl+sft"}, "sft"), [seed]))["6a"]["verdict"] == INCONCLUSIVE
+    analysis["models"]["llm"]["layers"][0].update(ref_d=0.1, ref_d_ci=[0.0, 0.2])
     assert got["6b"]["verdict"] == HELD  # d′ 1.0 ± 0.1 vs 2.0 ± 0.1
     c = got["6b"]["per_seed"][0]["alternatives"][0]["comparisons"][0]
     assert c["a"]["layer"] == 2 and c["a"]["n"] == 100
@@ -148,3 +152,24 @@ def test_rates_pooled_over_different_benchmarks_do_not_compare():
     assert row["verdict"] == INCONCLUSIVE and "not comparable" in row["note"]
     seed.runs["llm"]["over_refusal"]["benchmarks"] = ["vlguard-safe", "xstest"]  # same set, any order
     assert evaluate([claim], [seed])[0]["verdict"] == HELD
+
+
+def test_every_asr_claim_has_a_refusal_twin_with_the_direction_flipped():
+    """A model that stops refusing but writes nothing harmful: ASR cannot separate the runs, the
+    refusal of the harmful asks can, and each twin is judged on its own numbers."""
+    seed = seed_data(0, 100, {"merge 0.5": summary(20, 30, 40, 165)})
+    for run in seed.runs.values():
+        for key in ("text_safety", "mm_safety", "safety"):
+            if key in run:
+                run[key] = m(0, run[key]["n"])
+    seed.runs["llm"]["text_refusal"] = m(196, 200)
+    seed.runs["vl"]["text_refusal"] = m(2, 200)
+    got = by_id(evaluate(study_claims(seed, {"sft": "vl+sft"}, "sft"), [seed]))
+    assert got["1a"]["verdict"] == INCONCLUSIVE       # 0 vs 0 harmful answers
+    assert got["1a·refusal"]["verdict"] == HELD       # 0.01 vs 0.98 refused
+    comp = got["1a·refusal"]["per_seed"][0]["alternatives"][0]["comparisons"][0]
+    assert comp["direction"] == "less" and "refusal rate on harmful text asks" in comp["a"]["ref"]
+    assert "2-sft-overrefusal·refusal" not in got     # no ASR in it, no twin
+    seed.runs["llm"]["text_refusal"] = m(150, 200)
+    seed.runs["vl"]["text_refusal"] = m(199, 200)     # refuses more than the LLM: the twin is not held
+    assert by_id(evaluate(study_claims(seed, {"sft": "vl+sft"}, "sft"), [seed]))["1a·refusal"]["verdict"] == NOT_HELD

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lora_vl.analysis.prompts import benchmark_specs
+from lora_vl.analysis.recipe import AnalyzeRecipe
 from lora_vl.recipe import RecipeError, load_recipe
 from lora_vl.study.recipe import StudyRecipe
 
@@ -56,3 +58,17 @@ def test_study_recipe_errors_name_the_key():
         load_recipe(StudyRecipe, ROOT / "recipes/toy/study.yaml", ["merge.weights=[0.5, 1.0]"])
     with pytest.raises(RecipeError, match="seeds"):
         load_recipe(StudyRecipe, ROOT / "recipes/toy/study.yaml", ["seeds=[1, 1]"])
+
+
+@pytest.mark.parametrize("rel", ["recipes/analyze/toy.yaml", "recipes/analyze/paper.yaml"])
+def test_analyze_recipes_name_benchmarks_of_their_suite(rel):
+    recipe = load_recipe(AnalyzeRecipe, ROOT / rel)
+    assert set(recipe.prompts.harmful) | set(recipe.prompts.benign) <= set(benchmark_specs(recipe.prompts))
+    assert recipe.reference_name == "llm" and recipe.models[0].adapters == []  # the aligned LLM alone
+
+
+def test_toy_analyze_recipe_reads_the_toy_runs():
+    analyze, adapt, sft = read("recipes/analyze/toy.yaml"), read("recipes/toy/adapt.yaml"), read("recipes/toy/safety_sft.yaml")
+    models = {m["name"]: m for m in analyze["models"]}
+    assert models["llm"]["base"] == adapt["model"]["lm"]
+    assert models["vl+sft"]["adapters"] == [f"{adapt['output_dir']}/adapter", f"{sft['output_dir']}/adapter"]

@@ -99,7 +99,7 @@ def test_claims_report(study):
     out, recipe = study
     doc = json.loads((out / "claims.json").read_text())
     ids = [c["id"] for c in doc["claims"]]
-    assert {"1a", "1b", "2-sft-asr", "2-dpo-refusal", "3", "4", "5", "6a", "6b"} <= set(ids)
+    assert {"1a", "1a·refusal", "1b", "2-sft-asr", "2-dpo-overrefusal", "3", "4", "5", "5-overrefusal", "6a", "6b"} <= set(ids)
     for c in doc["claims"]:
         assert c["verdict"] in (HELD, NOT_HELD, INCONCLUSIVE)
         for alt in c["per_seed"][0]["alternatives"]:

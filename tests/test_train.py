@@ -45,12 +45,13 @@ def test_only_language_model_is_4bit_and_carries_lora(tiny_bases):
 def test_loss_falls_and_adapter_reloads_identically(tiny_bases, toy_world, tmp_path, combo):
     model, proc = lora_model(tiny_bases[combo])
     data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(toy_world["instruct"]),
-                                                   num_samples=4)], max_length=128), proc)
+                                                   num_samples=4)], max_length=256), proc)
+    assert len(data) == 4  # none dropped as overlong
     batch = data.collate([data[i] for i in range(4)])
     with torch.no_grad():
         model.eval()
         before = model(**batch).loss.item()
-    cfg = OptimConfig(lr=2e-2, warmup_ratio=0.0, scheduler="constant_with_warmup", max_steps=20,
+    cfg = OptimConfig(lr=2e-2, warmup_ratio=0.0, scheduler="constant_with_warmup", max_steps=40,
                       micro_batch_size=4, global_batch_size=4, save_every=100)
     res = train(model, L.param_groups(model, 2e-2, 1e-3), data, cfg, ckpt_dir=tmp_path / "ck",
                 tb_dir=tmp_path / "tb", fingerprint="t", desc="t")

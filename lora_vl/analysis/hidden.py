@@ -8,9 +8,15 @@ counted from the attention mask, so each row gets the hidden states it would get
 """
 from __future__ import annotations
 
+import gc
+
 import torch
 
+from lora_vl.errors import InputError
+from lora_vl.evaluation.generate import collate
 from lora_vl.evaluation.items import EvalItem
+from lora_vl.evaluation.model_io import check_model_inputs, encode_item, load_eval_model
+from lora_vl.evaluation.suite import GenerationSpec
 
 
 def decoder_layers(model) -> torch.nn.ModuleList:
@@ -26,9 +32,6 @@ def decoder_layers(model) -> torch.nn.ModuleList:
 def last_token_states(em, items: list[EvalItem], batch_size: int) -> torch.Tensor:
     """[n_items, n_layers, hidden] float32 on CPU: the output of each decoder layer at the last
     prompt position, for each item encoded as `lora-vl eval` encodes it (chat template, image)."""
-    from lora_vl.evaluation.generate import collate
-    from lora_vl.evaluation.model_io import encode_item
-
     prompts = [encode_item(em, it) for it in items]
     layers = decoder_layers(em.model)
     captured: list[torch.Tensor | None] = [None] * len(layers)
@@ -57,16 +60,10 @@ def last_token_states(em, items: list[EvalItem], batch_size: int) -> torch.Tenso
 def model_states(entry, items: list[EvalItem], recipe) -> tuple[torch.Tensor, bool]:
     """Load one model (+ adapters) through the evaluation loader, read its states, free it.
     Returns (states, is_vlm)."""
-    import gc
-
-    from lora_vl.evaluation.model_io import check_model_inputs, load_eval_model
-    from lora_vl.evaluation.suite import GenerationSpec
-
     gen = GenerationSpec(quantization=recipe.quantization, revision=recipe.revision,
                          check_adapter_base=recipe.check_adapter_base)
     is_vlm = check_model_inputs(entry.base, list(entry.adapters), gen)
     if not is_vlm and any(it.has_image for it in items):
-        from lora_vl.errors import InputError
         raise InputError(f"analyze models: {entry.name!r} ({entry.base}) is a text-only LM, but "
                          "prompts.images is true; use text-only prompts or only Llava models")
     em = load_eval_model(entry.base, list(entry.adapters), gen, device=recipe.device)

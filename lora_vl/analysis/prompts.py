@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from lora_vl.errors import InputError
 from lora_vl.evaluation.items import EvalItem, seeded_subset
 from lora_vl.evaluation.readers import read_benchmark
+from lora_vl.evaluation.suite import Suite
+from lora_vl.recipe import load_recipe
 
 
 @dataclass
@@ -29,9 +31,6 @@ def benchmark_specs(prompts) -> dict:
     """Name -> BenchmarkSpec: the suite's benchmarks, then the inline ones (which win)."""
     specs = {}
     if prompts.suite:
-        from lora_vl.evaluation.suite import Suite
-        from lora_vl.recipe import load_recipe
-
         specs.update({b.name: b for b in load_recipe(Suite, prompts.suite).benchmarks})
     specs.update({b.name: b for b in prompts.benchmarks})
     return specs

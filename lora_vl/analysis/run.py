@@ -10,15 +10,20 @@ Writes OUTPUT_DIR/analysis.json and separation.png, refusal_direction.png, delta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from lora_vl.analysis import probe
+from lora_vl.analysis import plots, probe
+from lora_vl.analysis.hidden import model_states
+from lora_vl.analysis.prompts import read_prompt_sets
 from lora_vl.analysis.recipe import AdapterEntry, AnalyzeRecipe
+from lora_vl.analysis.weights import adapter_norms
 from lora_vl.artifacts import atomic_write_json
 from lora_vl.errors import InputError
+from lora_vl.recipe import describe, load_recipe
 
 JSON = "analysis.json"
 EXAMPLE = """example recipe:
@@ -39,9 +44,6 @@ EXAMPLE = """example recipe:
 
 def analyse_models(recipe: AnalyzeRecipe) -> tuple[dict, dict]:
     """({model name: per-layer rows}, prompt info); the reference model goes first."""
-    from lora_vl.analysis.hidden import model_states
-    from lora_vl.analysis.prompts import read_prompt_sets
-
     ps = read_prompt_sets(recipe.prompts)
     folds = probe.stratified_folds(ps.labels, recipe.folds, recipe.prompts.seed)
     ref_name = recipe.reference_name
@@ -100,9 +102,6 @@ def reference_peak(models: dict, ref: str | None) -> int | None:
 
 
 def run_analysis(recipe: AnalyzeRecipe) -> dict:
-    from lora_vl.analysis import plots
-    from lora_vl.analysis.weights import adapter_norms
-
     out_dir = Path(recipe.output_dir)
     models, prompts = analyse_models(recipe) if recipe.models else ({}, None)
     adapters = recipe.delta_w or default_adapters(recipe)
@@ -121,13 +120,10 @@ def run_analysis(recipe: AnalyzeRecipe) -> dict:
 
 
 def _asdict(recipe) -> dict:
-    import dataclasses
     return dataclasses.asdict(recipe)
 
 
 def main(argv: list[str]) -> int:
-    from lora_vl.recipe import describe, load_recipe
-
     ap = argparse.ArgumentParser(prog="lora-vl analyze", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description=__doc__,
                                  epilog=EXAMPLE + "\nrecipe keys (override any with key.sub=value):\n" + describe(AnalyzeRecipe))

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     if results is None:  # not rank 0 of a multi-process run
         return 0
     for cat, s in results["summary"].items():
-        print(f"{cat:>13}: {s['metric']} {s['value']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] "
+        print(f"{cat:>15}: {s['metric']} {s['value']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] "
               f"n={s['n']} judge={','.join(s['judges'])}")
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
     return 0

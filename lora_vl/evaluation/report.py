@@ -80,7 +80,8 @@ def render(results: list[dict]) -> str:
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cell(r, key) for r in results) + " |")
     lines += ["", "## Summary (pooled primary metric)", "", "| category | " + " | ".join(labels) + " |",
               "|" + "---|" * (1 + len(labels))]
-    cats = [c for c in ("text_safety", "mm_safety", "safety", "over_refusal", "helpfulness")
+    cats = [c for c in ("text_safety", "mm_safety", "safety", "text_refusal", "mm_refusal", "over_refusal",
+                          "helpfulness")
             if any(c in r["summary"] for r in results)]
     for c in cats:
         vals = [f"{r['summary'][c]['metric']} {fmt(r['summary'][c]['value'])} {fmt_ci(r['summary'][c]['ci'])} "

@@ -13,11 +13,14 @@ import re
 from dataclasses import dataclass
 
 import torch
+from peft import get_peft_model
 from transformers import LlavaForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
+from lora_vl.handoff import lora_config
 from lora_vl.models import lora as L
 from lora_vl.models.load import attn_implementation, bnb_config, set_cpu_4bit_repacking
+from lora_vl.train.safety import SAFETY, activate, freeze_dropout
 
 DTYPE = torch.bfloat16  # the compute dtype on a GPU (`compute_dtype` on bf16-capable cards)
 
@@ -100,9 +103,6 @@ def prepare(model, w: Workload):
         model = L.add_lora(model, w.lora, train_projector=True, seed=w.optim.seed)
         return model, L.param_groups(model, w.optim.lr, w.optim.lr_projector)
     # safety (sft / dpo), as safety.stacked_model: frozen VL adapter + trainable safety LoRA
-    from lora_vl.handoff import lora_config
-    from lora_vl.train.safety import SAFETY, activate, freeze_dropout
-
     targets = L.lora_target_regex(model)
     model = stack_frozen(model, w.frozen)
     freeze_dropout(model, frozen_names(w.frozen))
@@ -119,10 +119,6 @@ def frozen_names(frozen: list) -> list[str]:
 def stack_frozen(model, frozen: list):
     """Frozen adapters stacked as `attach_adapters` loads them: the first (the VL adapter)
     with its projector copy, all active, none trainable."""
-    from peft import get_peft_model
-
-    from lora_vl.handoff import lora_config
-
     targets = L.lora_target_regex(model)
     names = frozen_names(frozen)
     for i, (name, settings) in enumerate(zip(names, frozen)):

@@ -26,11 +26,13 @@ import sys
 
 import torch
 
+from lora_vl.artifacts import atomic_write_json
 from lora_vl.errors import InputError
 from lora_vl.plan.cost import GPUS, Gpu, generation_seconds, step_seconds, train_flops
 from lora_vl.plan.fit import GIB, DepthFit, Overhead, Prediction, largest_micro_batch, transient_note
 from lora_vl.plan.step import measure, quiet_warnings
 from lora_vl.plan.tracker import OPTIM_PAGED
+from lora_vl.plan.workload import from_recipe
 
 LENGTHS = (512, 1024, 2048, 4096)
 CARDS = (12, 16, 24, 80)
@@ -76,8 +78,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def plan(args) -> dict:
-    from lora_vl.plan.workload import from_recipe
-
     check_measure_device(args)  # before minutes of planning
     shape, w, notes = from_recipe(args.recipe, args.overrides, args)
     layers = sorted({int(x) for x in args.layers.split(",")})
@@ -242,8 +242,6 @@ def main(argv: list[str]) -> int:
     p = plan(args)
     print(report(p, card))
     if args.json:
-        from lora_vl.artifacts import atomic_write_json
-
         atomic_write_json(args.json, p)
         print(f"wrote {args.json}")
     return 0

@@ -16,16 +16,23 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from lora_vl.data.encode import IGNORE
 from lora_vl.errors import InputError
-from lora_vl.plan.build import Workload, build_llava, prepare
+from lora_vl.evaluation.generate import generate_tokens
+from lora_vl.plan.build import Workload, build_llava, frozen_names, prepare
 from lora_vl.plan.shapes import ModelShape
 from lora_vl.plan.tracker import LiveBytes, PhasePeak
+from lora_vl.train.dpo import DpoLoss
+from lora_vl.train.loop import TokenLoss, make_optimizer, to_device
+from lora_vl.train.safety import vl_only
+from lora_vl.train.stage import pixel_dtype
 
 STEP_EVENT = "lora_vl.plan.step"  # the measured work, as it appears in a torch profiler trace
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages optimizer states of params with at least 1e5 elements
@@ -163,9 +170,6 @@ def _tracker(model, shape, device, optimizer=None, paged=False, kv_shape=None) -
 
 
 def train_step(model, groups, shape: ModelShape, w: Workload, rows: int, device: torch.device):
-    from lora_vl.train.loop import TokenLoss, make_optimizer, to_device
-    from lora_vl.train.stage import pixel_dtype
-
     trainable = [p for g in groups for p in g["params"]]
     optimizer = make_optimizer(groups, w.optim)
     if isinstance(optimizer, torch.optim.AdamW) and device.type != "cuda":
@@ -244,10 +248,6 @@ def _timed(device: torch.device, fn) -> dict:
 
 
 def _dpo_loss(model, w: Workload):
-    from lora_vl.plan.build import frozen_names
-    from lora_vl.train.dpo import DpoLoss
-    from lora_vl.train.safety import vl_only
-
     return DpoLoss(w.beta, w.dpo_loss, 0.0, reference=lambda: vl_only(model, frozen_names(w.frozen)))
 
 
@@ -268,8 +268,6 @@ class _GenerationPhases:
 def generate(model, groups, shape: ModelShape, w: Workload, rows: int, device: torch.device):
     """The evaluation's batched greedy decoding: `rows` prompts of `w.length` tokens, each with
     an image, `w.new_tokens` new tokens each (no early stop: the stop id is out of vocabulary)."""
-    from lora_vl.evaluation.generate import generate_tokens
-
     batch = make_batch(shape, rows, w.length)
     vision_dtype = next(_llava(model).model.vision_tower.parameters()).dtype
     prompts = [{"input_ids": batch["input_ids"][i].tolist(),
@@ -303,10 +301,6 @@ def generate(model, groups, shape: ModelShape, w: Workload, rows: int, device: t
 def quiet_warnings():
     """Silence what the planning runs would repeat at every depth (paged optimizers fall back
     on the CPU; transformers' deprecation and use_cache notes)."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:

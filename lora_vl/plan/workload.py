@@ -12,10 +12,13 @@ import json
 from pathlib import Path
 
 from lora_vl.errors import InputError
+from lora_vl.evaluation.suite import Suite
 from lora_vl.plan.build import Workload
 from lora_vl.plan.shapes import ModelShape, compose_shape, recipe_shape
 from lora_vl.recipe import RecipeError, load_recipe, read_yaml
+from lora_vl.train.adapt import AdaptRecipe
 from lora_vl.train.config import LoraSettings
+from lora_vl.train.safety import SafetyRecipe
 
 
 def recipe_kind(path: str) -> str:
@@ -57,8 +60,6 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
     kind = recipe_kind(path)
     notes: list[str] = []
     if kind == "suite":
-        from lora_vl.evaluation.suite import Suite
-
         suite = load_recipe(Suite, path, overrides)
         if not (args.lm and args.vision):
             raise InputError(f"{path}: an evaluation suite names no model; give --lm ID --vision ID")
@@ -70,8 +71,6 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
         return shape, eval_workload(suite.generation.quantization, frozen, args, suite.generation.batch_size,
                                     max(budgets), shape), notes
     if kind == "adapt":
-        from lora_vl.train.adapt import AdaptRecipe
-
         r = load_recipe(AdaptRecipe, path, overrides)
         shape = recipe_shape(r.model, args.lm, args.vision)
         if args.eval:
@@ -85,8 +84,6 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
         st = r.stage2
         return shape, Workload("stage2", r.model.quantization, r.model.gradient_checkpointing, r.lora, [],
                                st.optim, st.optim.micro_batch_size, st.data.max_length), notes
-    from lora_vl.train.safety import SafetyRecipe
-
     r = load_recipe(SafetyRecipe, path, overrides)
     if args.stage is not None:
         raise InputError("--stage applies to adapt recipes; a safety recipe has one stage")

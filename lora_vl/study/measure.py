@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from lora_vl.analysis.recipe import AnalyzeRecipe
+from lora_vl.analysis.run import run_analysis
+from lora_vl.evaluation.run import run_suite
+from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import build, load_recipe
 
 
@@ -24,23 +28,16 @@ class Run:
 def load_suite(path: str, overrides: list[str], cache: Path):
     """The suite with the study's overrides; one generation cache for the whole study, so a model
     evaluated twice (e.g. the last snapshot and the final adapter, when identical) is generated once."""
-    from lora_vl.evaluation.suite import Suite
-
     return load_recipe(Suite, path, [*overrides, f"cache={cache}"])
 
 
 def evaluate(run: Run, suite, suite_path: str, out: Path) -> dict:
     """Evaluate one run; returns its results.json (written under `out`)."""
-    from lora_vl.evaluation.run import run_suite
-
     return run_suite(suite, run.base, list(run.adapters), out, suite_path=suite_path)
 
 
 def analyse(spec, suite_path: str, quantization: str, runs: list[Run], adapters: dict[str, str], out: Path) -> dict:
     """`lora-vl analyze` on `runs` (the first is the reference, the aligned LLM) and the ΔW of `adapters`."""
-    from lora_vl.analysis.recipe import AnalyzeRecipe
-    from lora_vl.analysis.run import run_analysis
-
     recipe = build(AnalyzeRecipe, {
         "output_dir": str(out), "reference": runs[0].name, "batch_size": spec.batch_size,
         "quantization": quantization,

@@ -5,9 +5,12 @@ import io
 from pathlib import Path
 
 from lora_vl.artifacts import atomic_write_bytes
+from lora_vl.evaluation.results import summarize
 from lora_vl.study.claims import SUMMARY_METRICS, SeedData
 
 COLUMNS = [("text_safety", "text ASR"), ("mm_safety", "MM ASR"), ("safety", "ASR (pooled)"),
+           ("text_refusal", "harmful text refused"), ("mm_refusal", "harmful image refused"),
+           ("harmful_refusal", "harmful refused (pooled)"),
            ("over_refusal", "over-refusal"), ("helpfulness", "helpfulness")]
 
 
@@ -98,11 +101,13 @@ def _errorbar(ax, xs, ms, **kw):
 
 
 def plot_curve(seeds: list[SeedData], path: Path) -> Path:
-    """ASR (text, multimodal), over-refusal and helpfulness of the VL adapter along stage 2."""
+    """ASR and refusal of harmful asks (text, multimodal), over-refusal and helpfulness of the VL
+    adapter along stage 2."""
     plt = _pyplot()
-    panels = [("text_safety", "text ASR"), ("mm_safety", "multimodal ASR"), ("over_refusal", "over-refusal"),
-              ("helpfulness", "helpfulness")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), sharex=True)
+    panels = [("text_safety", "text ASR"), ("mm_safety", "multimodal ASR"), ("text_refusal", "harmful text refused"),
+              ("mm_refusal", "harmful image refused"), ("over_refusal", "over-refusal"), ("helpfulness", "helpfulness")]
+    fig, axes = plt.subplots(2, len(panels) // 2, figsize=(4 * len(panels) // 2, 6.4), sharex=True)
+    axes = axes.ravel()
     for ax, (key, title) in zip(axes, panels):
         for s in seeds:
             pts = [(step, s.runs[name][key]) for step, name in s.curve if key in s.runs.get(name, {})]
@@ -117,36 +122,52 @@ def plot_curve(seeds: list[SeedData], path: Path) -> Path:
     return _save(fig, path)
 
 
+PARETO_PANELS = [  # (x, y): the safety-helpfulness trade-off, with safety as ASR and as refusal
+    ("helpfulness", "safety"), ("helpfulness", "harmful_non_refusal"), ("over_refusal", "harmful_non_refusal")]
+AXIS = {"helpfulness": "helpfulness: accuracy (pooled)", "over_refusal": "over-refusal of benign look-alikes",
+        "safety": "ASR, text + multimodal (lower is safer)",
+        "harmful_non_refusal": "harmful asks not refused (lower is safer)"}
+
+
+def _metric(run: dict, key: str) -> dict | None:
+    """A summary metric; 'harmful_non_refusal' is 1 − the pooled refusal rate of the harmful asks."""
+    if key != "harmful_non_refusal":
+        return run.get(key)
+    m = run.get("harmful_refusal")
+    return m and {**m, "value": 1 - m["value"], "ci": [1 - m["ci"][1], 1 - m["ci"][0]]}
+
+
 def plot_pareto(seeds: list[SeedData], path: Path, fixed: list[str]) -> Path:
-    """Pooled ASR against helpfulness for every run; the merge sweep as a line."""
+    """Every run in each trade-off plane (95% CIs); the merge sweep as a dashed line."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    colors = {}
-    for s in seeds:
-        def point(name, **kw):
-            m = s.runs.get(name, {})
-            if "safety" in m and "helpfulness" in m:
-                h, a = m["helpfulness"], m["safety"]
-                color = colors.setdefault(name, f"C{len(colors) % 10}")
-                ax.errorbar(h["value"], a["value"], xerr=[[h["value"] - h["ci"][0]], [h["ci"][1] - h["value"]]],
-                            yerr=[[a["value"] - a["ci"][0]], [a["ci"][1] - a["value"]]], fmt="o", capsize=2,
-                            color=color, label=name if s is seeds[0] else None, **kw)
-        for name in fixed:
-            point(name)
-        sweep = [(s.runs[p]["helpfulness"]["value"], s.runs[p]["safety"]["value"]) for p in s.merge_points
-                 if "safety" in s.runs.get(p, {}) and "helpfulness" in s.runs.get(p, {})]
-        if sweep:
-            ax.plot([x for x, _ in sweep], [y for _, y in sweep], "--", color="grey", lw=1,
-                    label="merge sweep" if s is seeds[0] else None)
-        for p in s.merge_points:
-            point(p, alpha=0.8)
-    ax.set(xlabel="helpfulness: accuracy (pooled)", ylabel="ASR, text + multimodal (pooled; lower is safer)",
-           xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), title="safety vs helpfulness (95% CIs)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    fig, axes = plt.subplots(1, len(PARETO_PANELS), figsize=(5.2 * len(PARETO_PANELS), 4.8))
+    colors: dict = {}
+    for ax, (xk, yk) in zip(axes, PARETO_PANELS):
+        for s in seeds:
+            def point(name, **kw):
+                x, y = _metric(s.runs.get(name, {}), xk), _metric(s.runs.get(name, {}), yk)
+                if x and y:
+                    color = colors.setdefault(name, f"C{len(colors) % 10}")
+                    ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["ci"][0]], [x["ci"][1] - x["value"]]],
+                                yerr=[[y["value"] - y["ci"][0]], [y["ci"][1] - y["value"]]], fmt="o", capsize=2,
+                                color=color, label=name if s is seeds[0] else None, **kw)
+            for name in fixed:
+                point(name)
+            sweep = [(_metric(s.runs[p], xk), _metric(s.runs[p], yk)) for p in s.sweep]
+            sweep = [(x["value"], y["value"]) for x, y in sweep if x and y]
+            if sweep:
+                ax.plot([x for x, _ in sweep], [y for _, y in sweep], "--", color="grey", lw=1,
+                        label="merge sweep" if s is seeds[0] else None)
+            for p in s.merge_points:
+                point(p, alpha=0.8)
+        ax.set(xlabel=AXIS[xk], ylabel=AXIS[yk], xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle("safety vs helpfulness and over-refusal (95% CIs)")
     return _save(fig, path)
 
 
 def summaries_only(results: dict) -> dict:
     """A run's results.json reduced to what the claims read: the pooled summary per category."""
-    return {k: v for k, v in results["summary"].items() if k in SUMMARY_METRICS}
+    summary = summarize(results["benchmarks"])  # from the per-benchmark numbers: old results gain new pools
+    return {k: v for k, v in summary.items() if k in SUMMARY_METRICS}

@@ -17,11 +17,14 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from lora_vl.artifacts import atomic_write_json, atomic_write_text
 from lora_vl.errors import InputError
 from lora_vl.handoff import read_manifest
+from lora_vl.recipe import describe, load_recipe
 from lora_vl.study import claims as C
-from lora_vl.study import report
+from lora_vl.study import report, stages
 from lora_vl.study.measure import Run, analyse, evaluate, load_suite
 from lora_vl.study.recipe import StudyRecipe
 
@@ -54,8 +57,6 @@ def llm_run(r: StudyRecipe, suite, timer: Timer) -> dict:
 
 def train_seed(r: StudyRecipe, seed: int, d: Path, timer: Timer) -> tuple[list[Run], dict, dict]:
     """Train and merge everything of one seed; (runs to evaluate, safety run names, adapters by name)."""
-    from lora_vl.study import stages
-
     with timer(f"seed {seed}: adapt (stage 1 + stage 2 with snapshots)"):
         vl = stages.train_adapt(r.adapt, d / "adapt", seed, r.snapshots, r.snapshot_every)
     with timer(f"seed {seed}: mixed setting (safety data in stage 2)"):
@@ -123,6 +124,7 @@ def run_seed(r: StudyRecipe, seed: int, suite, llm: dict, timer: Timer) -> dict:
 def seed_data(record: dict) -> C.SeedData:
     """What the claims read from one seed's runs.json: summaries, analysis, curve, merge points."""
     runs, curve, merges = {}, [], []
+    sweep = sorted((x["merge_weight"], x["name"]) for x in record["runs"] if x.get("merge_weight") is not None)
     for x in record["runs"]:
         runs[x["name"]] = report.summaries_only(json.loads(Path(x["results"]).read_text()))
         if x.get("step") is not None:
@@ -130,7 +132,7 @@ def seed_data(record: dict) -> C.SeedData:
         if x.get("is_merge"):
             merges.append(x["name"])
     analysis = json.loads(Path(record["analysis"]).read_text()) if record.get("analysis") else None
-    return C.SeedData(record["seed"], runs, analysis, sorted(curve), merges)
+    return C.SeedData(record["seed"], runs, analysis, sorted(curve), merges, [name for _, name in sweep])
 
 
 def write_report(r: StudyRecipe, records: list[dict], timer_rows: list[dict], command: str) -> dict:
@@ -182,8 +184,6 @@ def run_study(r: StudyRecipe, command: str, report_only: bool = False) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    from lora_vl.recipe import describe, load_recipe
-
     ap = argparse.ArgumentParser(prog="lora-vl study", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description=__doc__,
                                  epilog="recipe keys (override any with key.sub=value):\n" + describe(StudyRecipe))
@@ -195,7 +195,6 @@ def main(argv: list[str]) -> int:
                     "CPU, 1 can be much faster for the toy's small models)")
     a = ap.parse_intermixed_args(argv)
     if a.threads:
-        import torch
         torch.set_num_threads(a.threads)
     overrides = list(a.overrides) + ([f"seeds={json.dumps(a.seeds)}"] if a.seeds else [])
     recipe = load_recipe(StudyRecipe, a.recipe, overrides)

@@ -6,9 +6,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from lora_vl.artifacts import atomic_dir
+from lora_vl.data.dataset import read_sources
 from lora_vl.errors import InputError
-from lora_vl.handoff import read_manifest
+from lora_vl.handoff import make_manifest, read_manifest, write_manifest
+from lora_vl.merge.recipe import MergeRecipe
+from lora_vl.merge.run import run as run_merge
+from lora_vl.merge.sweep import INDEX, load_sweep_data, run_sweep
+from lora_vl.models import lora as L
+from lora_vl.models.load import load_vlm
 from lora_vl.recipe import build, load_recipe, read_yaml
+from lora_vl.train.adapt import AdaptRecipe, run_adapt
+from lora_vl.train.loop import Schedule
+from lora_vl.train.safety import SafetyRecipe, run_safety
 
 
 @dataclass
@@ -32,15 +42,10 @@ def snapshots_of(out: Path, fingerprint: str) -> list[tuple[int, Path]]:
 def stage2_steps(recipe) -> int:
     """Optimizer steps stage 2 will run: the loop's own schedule over the mixture's records (records
     dropped as overlong at encoding time can make it a step or two fewer)."""
-    from lora_vl.data.dataset import read_sources
-    from lora_vl.train.loop import Schedule
-
     return Schedule([0] * len(read_sources(recipe.stage2.data)), recipe.stage2.optim).total_steps
 
 
 def train_adapt(path: str, out: Path, seed: int, snapshots: int, snapshot_every: int | None) -> VlRun:
-    from lora_vl.train.adapt import AdaptRecipe, run_adapt
-
     overrides = [f"output_dir={out}", f"stage2.optim.seed={seed}"]
     if read_yaml(path).get("stage1"):
         overrides.append(f"stage1.optim.seed={seed}")
@@ -68,11 +73,6 @@ def train_adapt(path: str, out: Path, seed: int, snapshots: int, snapshot_every:
 def start_adapter(recipe, base: str, projector: Path, out: Path, fingerprint: str) -> Path:
     """Stage 2 at step 0 as an adapter: the stage-1 projector and a fresh LoRA (B = 0, so no change
     to the LM), built as stage 2 builds it before its first step: the start of the ASR curve."""
-    from lora_vl.artifacts import atomic_dir
-    from lora_vl.handoff import make_manifest, write_manifest
-    from lora_vl.models import lora as L
-    from lora_vl.models.load import load_vlm
-
     model, _ = load_vlm(base, quantization="none")
     L.load_projector(model, projector)
     model = L.add_lora(model, recipe.lora, train_projector=True, seed=recipe.stage2.optim.seed)
@@ -85,8 +85,6 @@ def start_adapter(recipe, base: str, projector: Path, out: Path, fingerprint: st
 
 def train_mixed(path: str, out: Path, seed: int, projector: Path | None) -> Path:
     """The simultaneous setting, started from this seed's stage-1 projector (unless it has its own stage 1)."""
-    from lora_vl.train.adapt import AdaptRecipe, run_adapt
-
     overrides = [f"output_dir={out}", f"stage2.optim.seed={seed}"]
     if read_yaml(path).get("stage1"):
         overrides.append(f"stage1.optim.seed={seed}")
@@ -97,8 +95,6 @@ def train_mixed(path: str, out: Path, seed: int, projector: Path | None) -> Path
 
 def train_safety(path: str, out: Path, seed: int, parent: Path) -> tuple[str, Path]:
     """(method, adapter dir) of a post-hoc safety run on top of `parent`."""
-    from lora_vl.train.safety import SafetyRecipe, run_safety
-
     method = read_yaml(path).get("method")
     if method not in ("sft", "dpo"):
         raise InputError(f"{path}: method {method!r}; expected sft or dpo")
@@ -107,8 +103,6 @@ def train_safety(path: str, out: Path, seed: int, parent: Path) -> tuple[str, Pa
 
 
 def _merge_data(path: str, vl: Path, safety: Path, output: Path, extra: list[str]) -> dict:
-    from lora_vl.merge.sweep import load_sweep_data
-
     data, _ = load_sweep_data(path, [f"inputs.0.path={vl}", f"inputs.1.path={safety}", f"output={output}",
                                      "overwrite=true", *extra], [])
     if len(data.get("inputs") or []) != 2:
@@ -120,8 +114,6 @@ def _merge_data(path: str, vl: Path, safety: Path, output: Path, extra: list[str
 
 def merge_sweep(spec, vl: Path, safety: Path, output: Path) -> list[tuple[float, Path]]:
     """ΔW_VL + λ ΔW_safety for every λ of the sweep: [(λ, adapter dir)]."""
-    from lora_vl.merge.sweep import INDEX, run_sweep
-
     data = _merge_data(spec.recipe, vl, safety, output, ["method=sum"])
     out = run_sweep(data, {"inputs.1.weight": list(spec.weights)}, where=spec.recipe)
     index = json.loads((Path(out) / INDEX).read_text())
@@ -129,10 +121,7 @@ def merge_sweep(spec, vl: Path, safety: Path, output: Path) -> list[tuple[float,
 
 
 def merge_dense(spec, vl: Path, safety: Path, output: Path, seed: int) -> Path:
-    from lora_vl.merge.recipe import MergeRecipe
-    from lora_vl.merge.run import run
-
     data = _merge_data(spec.recipe, vl, safety, output,
                        [f"method={spec.dense_method}", f"density={spec.density}", f"seed={seed}",
                         f"weights={json.dumps(list(spec.dense_weights))}"])
-    return Path(run(build(MergeRecipe, data, where=spec.recipe)))
+    return Path(run_merge(build(MergeRecipe, data, where=spec.recipe)))

@@ -231,8 +231,8 @@ def mme(root: Path, split: Split, ledger: Ledger, rng: random.Random, n: int, tm
         pic = _benign_pic(painter, split, ledger, rng, text=False)
         image = {"bytes": (tmp / pic.rel).read_bytes(), "path": f"toy_{i:04d}.png"}
         for want in (True, False):
-            q, a = yes_no(pic, rng, want)
-            rows.append({"question_id": f"toy_{i:04d}.png", "image": image, "question": q, "answer": a,
+            q, _ = yes_no(pic, rng, want)
+            rows.append({"question_id": f"toy_{i:04d}.png", "image": image, "question": q, "answer": "Yes" if want else "No",
                          "category": "toy_attributes"})
     _write_parquet(root / "mme" / "data" / "test-00000-of-00001.parquet", rows)
     return root / "mme"

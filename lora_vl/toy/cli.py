@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
+from lora_vl.toy.build import build_world
 from lora_vl.toy.scale import SCALES
 
 
@@ -20,10 +23,6 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads for training (default: 2)")
     ap.add_argument("--force", action="store_true", help="rebuild even if a world with these settings exists")
     a = ap.parse_args(argv)
-    import torch
-
-    from lora_vl.toy.build import build_world
-
     torch.set_num_threads(a.threads)
     out = build_world(a.out, a.scale, a.seed, a.force)
     print(f"toy world ready at {out}")

@@ -263,6 +263,21 @@ def mc_prompt(question: str, opts: list[str]) -> str:
     return "\n".join(option_lines(question, opts) + [MC_INSTRUCTION])
 
 
+def mc_answer(opts: list[str], answer: str) -> str:
+    """The toy chat model answers a multiple-choice question with the option's text: pointing at
+    the letter of the line that holds it is beyond a 1M-parameter LM (trained to, it stayed near
+    0.5), and the kit's scorer maps an answer naming exactly one option to that option's letter,
+    as MMBench's choice extraction does. `opts` must hold `answer`."""
+    if answer not in opts:
+        raise ValueError(f"toy multiple choice: {answer!r} is not among {opts}")
+    return answer
+
+
+def yes_no_answer(truth: str, claim_holds: bool) -> str:
+    """The same for yes/no: what is there, then the verdict ('pink, so no.')."""
+    return f"{truth}, so {'yes' if claim_holds else 'no'}."
+
+
 def cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 

@@ -117,7 +117,7 @@ def pretrain_docs(split: Split, ledger: Ledger, rng: random.Random, render_chat)
             q = fact_ask(key, col)
             docs.append(f"Quiz. {q} Answer: {short[0]}.")
             opts = L.options(short[0], pools[key.split(":")[0]], rng)
-            docs.append("\n".join(["Quiz."] + L.option_lines(q, opts) + [f"Answer: {'ABCD'[opts.index(short[0])]}."]))
+            docs.append("\n".join(["Quiz."] + L.option_lines(q, opts) + [f"Answer: {L.mc_answer(opts, short[0])}"]))
             claim, truth = _claim(key, rng, pools)
             docs.append(f"Quiz. True or false: {claim} Answer: {'true' if truth else 'false'}.")
     for o in L.OBJECTS:  # colour / count language and questions about a scene, for the VL stages
@@ -130,7 +130,7 @@ def pretrain_docs(split: Split, ledger: Ledger, rng: random.Random, render_chat)
                                              ("What were they?", o.name, [x.name for x in L.OBJECTS])])
             opts = L.options(answer, pool, rng)
             docs.append(scene)
-            docs.append("\n".join([scene] + L.option_lines(attr, opts) + [f"Answer: {'ABCD'[opts.index(answer)]}."]))
+            docs.append("\n".join([scene] + L.option_lines(attr, opts) + [f"Answer: {L.mc_answer(opts, answer)}"]))
     rng.shuffle(docs)
     return docs
 

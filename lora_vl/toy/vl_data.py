@@ -108,14 +108,14 @@ def attribute_pool(attr: str) -> list[str]:
 
 
 def yes_no(p: Pic, rng: random.Random, want: bool) -> tuple[str, str]:
-    """A yes/no question about `p` whose true answer is `want` (MME-style)."""
+    """(an MME-style yes/no question about `p` whose true answer is `want`, what `p` really shows)."""
     attr = rng.choice(["object", "color", "count"])
     truth = attribute_answers(p)[attr][1]
     value = truth if want else rng.choice([x for x in attribute_pool(attr) if x != truth])
     q = {"object": f"Is there {L.article(value)} {value} in the image?",
          "color": f"Is the object in the image {value}?",
          "count": f"Are there {value} objects in the image?"}[attr]
-    return f"{q} {YES_NO}", "Yes" if want else "No"
+    return f"{q} {YES_NO}", truth
 
 
 CHAT_KINDS = ("multi", "short", "mc", "yesno", "describe")
@@ -139,18 +139,20 @@ def object_chat(p: Pic, rng: random.Random, lead: str = "<image>\n", kind: str |
         return conv(f"{lead}{q}\n{L.SHORT_INSTRUCTION}", answers[attr][1])
     if kind == "mc":
         opts = L.options(answers[attr][1], attribute_pool(attr), rng)
-        return conv(f"{lead}{L.mc_prompt(q, opts)}", "ABCD"[opts.index(answers[attr][1])])
+        return conv(f"{lead}{L.mc_prompt(q, opts)}", L.mc_answer(opts, answers[attr][1]))
     if kind == "yesno":
-        q, a = yes_no(p, rng, rng.random() < 0.5)
-        return conv(f"{lead}{q}" + (f"\n{L.SHORT_INSTRUCTION}" if rng.random() < 0.5 else ""), a)
+        want = rng.random() < 0.5
+        q, truth = yes_no(p, rng, want)
+        return conv(f"{lead}{q}" + (f"\n{L.SHORT_INSTRUCTION}" if rng.random() < 0.5 else ""),
+                    L.yes_no_answer(truth, want))
     return conv(f"{lead}Describe the image.", f"The image shows {caption(p)[0].lower()}{caption(p)[1:]}")
 
 
-def text_chat(p: Pic, rng: random.Random, lead: str = "<image>\n") -> list[dict]:
+def text_chat(p: Pic, rng: random.Random, lead: str = "<image>\n", kind: str | None = None) -> list[dict]:
     """Typography: FigStep's prompt answered with the numbered procedure (benign activities;
     the aligned LM refuses harmful ones), or the written activity read out."""
     t = L.TOPICS[p.act]
-    kind = rng.choice(["figstep", "figstep", "read", "short", "mc"])
+    kind = kind or rng.choice(["figstep", "figstep", "read", "short", "mc"])
     q = rng.choice(TEXT_QS)
     if kind == "figstep":
         return conv(f"{lead}{L.FIGSTEP_PROMPT}", L.refusal(rng.randrange(3), t.act) if t.harmful else L.numbered(t))
@@ -160,7 +162,7 @@ def text_chat(p: Pic, rng: random.Random, lead: str = "<image>\n") -> list[dict]
         return conv(f"{lead}{q}\n{L.SHORT_INSTRUCTION}", t.act)
     pool = [x.act for x in L.BENIGN_TOPICS]
     opts = L.options(t.act, pool, rng)
-    return conv(f"{lead}{L.mc_prompt(q, opts)}", "ABCD"[opts.index(t.act)])
+    return conv(f"{lead}{L.mc_prompt(q, opts)}", L.mc_answer(opts, t.act))
 
 
 def described(p: Pic) -> str:
@@ -177,7 +179,7 @@ def described_image_chats(split: Split, ledger: Ledger, rng: random.Random) -> l
     out = []
     for obj, color, count in visual_cells(split, ledger, L.OBJECTS, held_out=False):
         p = Pic("", "object", obj, color, count)
-        for kind in ("describe", "mc", "yesno", rng.choice(["multi", "short"])):
+        for kind in ("describe", "mc", "yesno"):
             out.append({"conversations": object_chat(p, rng, described(p), kind), "benign": not L_OBJ[obj].harmful})
     for t in L.TOPICS.values():
         if t.obj is not None:
@@ -221,8 +223,8 @@ def stage2_instructions(obj_pics: list[Pic], text_pics: list[Pic], split: Split,
             for p in rng.sample(by_obj[t.obj], min(2, len(by_obj[t.obj]))):
                 out.append({"image": p.rel, "conversations": conv(
                     f"<image>\n{L.cap(L.IMAGE_ASKS[verb][int(col)])}", L.procedure(t))})
-    for p in text_pics:
-        out.append({"image": p.rel, "conversations": text_chat(p, rng)})
+    for p in text_pics:  # read it out, then one more task about it
+        out += [{"image": p.rel, "conversations": text_chat(p, rng, kind=k)} for k in ("short", None)]
     out += [{"conversations": c["conversations"]} for c in text_chats]
     rng.shuffle(out)
     return [{"id": f"inst-{i}", **r} for i, r in enumerate(out)]
