@@ -4,6 +4,7 @@ the machine's load) beside the plan's output; nothing here is a GPU measurement.
 
   python bench/bench_plan.py                                   # stage 2 of the paper adapt recipe
   python bench/bench_plan.py --recipe recipes/paper/adapt_llama2_chat_7b.yaml --plan-args "--stage 1"
+  python bench/bench_plan.py ... --save PLAN.json              # keep the plan, then:
   python bench/bench_plan.py --table PLAN.json ...             # "what fits where" from saved plans
 
 The plan runs in a child process (`lora-vl plan ... --json`), so its time and peak RSS are the
@@ -92,11 +93,15 @@ def main() -> int:
     ap.add_argument("--recipe", default="recipes/paper/adapt_llama2_chat_7b.yaml")
     ap.add_argument("--plan-args", default="", help="extra arguments for `lora-vl plan`, quoted")
     ap.add_argument("--table", nargs="+", metavar="PLAN_JSON", help="render saved plans as a markdown table")
+    ap.add_argument("--save", metavar="PLAN_JSON", help="also keep the plan (for --table)")
     a = ap.parse_args()
     if a.table:
         print(table(a.table))
         return 0
-    print(json.dumps(summary(run_plan(a.recipe, a.plan_args)), indent=1))
+    r = run_plan(a.recipe, a.plan_args)
+    if a.save:
+        Path(a.save).write_text(json.dumps(r["plan"], indent=1))
+    print(json.dumps(summary(r), indent=1))
     return 0
 
 

@@ -109,6 +109,9 @@ def test_claims_report(study):
                 assert cmp["verdict"] == compare(a, b, cmp["direction"])
     md = (out / "claims.md").read_text()
     assert all(f"| {i} |" in md for i in ids)
+    agreement = [a for a in doc["meta"]["agreement"] if a["run"] == "vl" and a["benchmark"] == "sorry-bench-toy"]
+    assert agreement and agreement[0]["judges"] == ["toy-oracle", "refusal-matcher"]
+    assert "| vl | sorry-bench-toy | toy-oracle vs refusal-matcher |" in md
     for png in ("asr_over_steps.png", "pareto.png", "seed-0/analysis/separation.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
         assert png in md

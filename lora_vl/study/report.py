@@ -68,6 +68,16 @@ def render_claims(claims: list[dict], seeds: list[SeedData], meta: dict) -> str:
                   "|---|" + "---|" * len(COLUMNS)]
         for name, summary in s.runs.items():
             lines.append(f"| {name} | " + " | ".join(fmt(summary.get(k)) for k, _ in COLUMNS) + " |")
+    if meta.get("agreement"):
+        lines += ["", f"## Judge agreement, seed {seeds[0].seed}", "",
+                  "Two judges on the same answers: how often they agree and Cohen's kappa (– when one judge "
+                  "gives a single label throughout, so chance agreement is 1). A refusal matcher counts every "
+                  "non-refusal as an attack; the ground-truth judge counts only harmful content.", "",
+                  "| run | benchmark | judges | agreement [95% CI] | kappa | n |", "|---|---|---|---|---|---|"]
+        for a in meta["agreement"]:
+            kappa = "–" if a["kappa"] is None else f"{a['kappa']:.2f}"
+            lines.append(f"| {a['run']} | {a['benchmark']} | {' vs '.join(a['judges'])} | {a['agreement']:.3f} "
+                         f"[{a['agreement_ci'][0]:.3f}, {a['agreement_ci'][1]:.3f}] | {kappa} | {a['n']} |")
     lines += ["", "## Plots", ""] + [f"![{t}]({p})" for t, p in meta["plots"]]
     if meta.get("timing"):
         lines += ["", "## Time", "", meta["machine"], "", "| stage | seconds | load average (1 min) before → after |",

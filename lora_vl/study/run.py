@@ -154,12 +154,21 @@ def write_report(r: StudyRecipe, records: list[dict], timer_rows: list[dict], co
             "setup": setup_text(records), "timing": timer_rows,
             "machine": f"{os.cpu_count()} CPU cores visible; seconds per seed (training + evaluation + analysis): "
                        f"{per_seed}.",
-            "plots": [(t, os.path.relpath(p, out)) for t, p in plots]}
+            "plots": [(t, os.path.relpath(p, out)) for t, p in plots], "agreement": judge_agreement(records[0])}
     doc = {"kind": "study_claims", "recipe": dataclasses.asdict(r), "meta": meta, "claims": results,
            "runs": {rec["seed"]: rec for rec in records}}
     atomic_write_json(out / "claims.json", doc)
     atomic_write_text(out / "claims.md", report.render_claims(results, seeds, meta))
     return doc
+
+
+def judge_agreement(record: dict) -> list[dict]:
+    """Per run and benchmark, how often two judges agree and Cohen's kappa (one seed's runs)."""
+    rows = []
+    for x in record["runs"]:
+        for b in json.loads(Path(x["results"]).read_text())["benchmarks"]:
+            rows += [{"run": x["name"], "benchmark": b["name"], **a} for a in b["agreement"]]
+    return rows
 
 
 def setup_text(records: list[dict]) -> str:
