@@ -1,30 +1,14 @@
 """PNG plots of an analysis.json (matplotlib Agg, written atomically)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from lora_vl.artifacts import atomic_write_bytes
+from matplotlib.ticker import MaxNLocator
 
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+from lora_vl.plots import Figure, save_png
 
 
 def _layer_axis(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
@@ -37,8 +21,8 @@ def _band(ax, xs, rows, key, ci_key, label):
 
 
 def plot_separation(analysis: dict, path: Path) -> Path:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     for name, m in analysis["models"].items():
         xs = [r["layer"] for r in m["layers"]]
         _band(axes[0], xs, m["layers"], "probe_acc", "probe_ci", name)
@@ -49,12 +33,12 @@ def plot_separation(analysis: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         _layer_axis(ax)
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_reference(analysis: dict, path: Path) -> Path:
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
     ref = analysis["reference"]
     for name, m in analysis["models"].items():
         xs = [r["layer"] for r in m["layers"]]
@@ -69,12 +53,12 @@ def plot_reference(analysis: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         _layer_axis(ax)
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_delta_w(analysis: dict, path: Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
     for name, a in analysis["delta_w"].items():
         ax.plot([r["layer"] for r in a["layers"]], [r["norm"] for r in a["layers"]], marker="o", ms=3, label=name)
     ax.set(title="per-layer ‖ΔW‖_F of each adapter (from LoRA factors)", xlabel="decoder layer",
@@ -82,4 +66,4 @@ def plot_delta_w(analysis: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     _layer_axis(ax)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from lora_vl.artifacts import atomic_write_bytes, atomic_write_text
+from lora_vl.artifacts import atomic_write_text
 from lora_vl.errors import InputError
 from lora_vl.evaluation.results import fmt, fmt_ci
+from lora_vl.plots import Figure, save_png
 
 
 def run_label(r: dict) -> str:
@@ -103,17 +104,12 @@ def err_bar(m: dict) -> list[list[float]]:
 
 def plot(results: list[dict], out: Path) -> bool:
     """ASR (pooled safety) against helpfulness accuracy, with 95% CI bars; False if no run has both."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     pts = [(run_label(r), r["summary"]["helpfulness"], r["summary"]["safety"]) for r in results
            if "helpfulness" in r["summary"] and "safety" in r["summary"]]
     if not pts:
         return False
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for label, h, s in pts:
         ax.errorbar(h["value"], s["value"], xerr=err_bar(h), yerr=err_bar(s), fmt="o", capsize=3, label=label)
     ax.set_xlabel("helpfulness: accuracy (pooled)")
@@ -122,11 +118,7 @@ def plot(results: list[dict], out: Path) -> bool:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    save_png(fig, out, dpi=120)
     return True
 
 

@@ -1,11 +1,10 @@
 """claims.md and the study's plots (ASR over stage 2, safety vs helpfulness with the merge sweep)."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from lora_vl.artifacts import atomic_write_bytes
 from lora_vl.evaluation.results import summarize
+from lora_vl.plots import Figure, save_png
 from lora_vl.study.claims import SUMMARY_METRICS, SeedData
 
 COLUMNS = [("text_safety", "text ASR"), ("mm_safety", "MM ASR"), ("safety", "ASR (pooled)"),
@@ -87,22 +86,6 @@ def render_claims(claims: list[dict], seeds: list[SeedData], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    _pyplot().close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
 def _errorbar(ax, xs, ms, **kw):
     ys = [m["value"] for m in ms]
     lo = [max(0.0, m["value"] - m["ci"][0]) for m in ms]
@@ -113,10 +96,10 @@ def _errorbar(ax, xs, ms, **kw):
 def plot_curve(seeds: list[SeedData], path: Path) -> Path:
     """ASR and refusal of harmful asks (text, multimodal), over-refusal and helpfulness of the VL
     adapter along stage 2."""
-    plt = _pyplot()
     panels = [("text_safety", "text ASR"), ("mm_safety", "multimodal ASR"), ("text_refusal", "harmful text refused"),
               ("mm_refusal", "harmful image refused"), ("over_refusal", "over-refusal"), ("helpfulness", "helpfulness")]
-    fig, axes = plt.subplots(2, len(panels) // 2, figsize=(4 * len(panels) // 2, 6.4), sharex=True)
+    fig = Figure(figsize=(4 * len(panels) // 2, 6.4))
+    axes = fig.subplots(2, len(panels) // 2, sharex=True)
     axes = axes.ravel()
     for ax, (key, title) in zip(axes, panels):
         for s in seeds:
@@ -129,7 +112,7 @@ def plot_curve(seeds: list[SeedData], path: Path) -> Path:
         ax.set(title=title, xlabel="stage-2 optimizer step", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 PARETO_PANELS = [  # (x, y): the safety-helpfulness trade-off, with safety as ASR and as refusal
@@ -149,8 +132,8 @@ def _metric(run: dict, key: str) -> dict | None:
 
 def plot_pareto(seeds: list[SeedData], path: Path, fixed: list[str]) -> Path:
     """Every run in each trade-off plane (95% CIs); the merge sweep as a dashed line."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(PARETO_PANELS), figsize=(5.2 * len(PARETO_PANELS), 4.8))
+    fig = Figure(figsize=(5.2 * len(PARETO_PANELS), 4.8))
+    axes = fig.subplots(1, len(PARETO_PANELS))
     colors: dict = {}
     for ax, (xk, yk) in zip(axes, PARETO_PANELS):
         for s in seeds:
@@ -174,7 +157,7 @@ def plot_pareto(seeds: list[SeedData], path: Path, fixed: list[str]) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)
     fig.suptitle("safety vs helpfulness and over-refusal (95% CIs)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def summaries_only(results: dict) -> dict:
