@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         module = importlib.import_module(STAGES[stage][0])
-        return int(module.main(rest) or 0)
+        rc = int(module.main(rest) or 0)
+        # imported here like the stages (it loads torch); only on success: after an error the
+        # launcher stops the other processes
+        from lora_vl.distributed import shutdown
+        shutdown()
+        return rc
     except InputError as e:
         if debug:
             traceback.print_exc()
