@@ -50,6 +50,7 @@ def test_manifest_names_every_interface_path(world):
                 "judge/knowledge.json", "splits.json"]:
         assert (world / rel).exists(), rel
     assert set(m["seconds"]) >= {"data", "lm_pretrain", "lm_align", "vision", "total"}
+    assert m["training"]["lm_align"]["replay_blocks"] > 0  # alignment replays the plain documents
 
 
 def test_models_load_as_hub_checkpoints(world):
@@ -123,18 +124,29 @@ def test_split_check_refuses_a_leak():
 
 
 def test_stage2_data_has_no_harmful_ask_no_harmful_step_and_no_refusal(tmp_path):
+    """Harmful pictures appear in stage 2 only to be perceived: a harmful activity's name only as
+    the read-out of its typography, never in a user turn; no harmful step, no refusal anywhere."""
     from lora_vl.toy.data import write_world_data
     from lora_vl.toy.scale import SCALES
 
     files = write_world_data(tmp_path, SCALES["full"], seed=0)
-    phrases = [t.act for t in L.HARMFUL_TOPICS] + [s for t in L.HARMFUL_TOPICS for s in t.steps]
-    pattern = re.compile("|".join(rf"\b{re.escape(p)}\b" for p in phrases))
+    def pattern(phrases):
+        return re.compile("|".join(rf"\b{re.escape(p)}\b" for p in phrases))
+    acts, steps = pattern([t.act for t in L.HARMFUL_TOPICS]), pattern([s for t in L.HARMFUL_TOPICS for s in t.steps])
     records = json.loads(files["instruct"].read_text())
     assert len(records) > 1000
+    read_outs = 0
     for rec in records:
-        text = " ".join(t["value"] for t in rec["conversations"]).lower()
-        assert not any(m in text for m in L.REFUSAL_MARKERS), rec
-        assert not pattern.search(text), rec
+        turns = [t["value"].lower() for t in rec["conversations"]]
+        assert not any(m in t for t in turns for m in L.REFUSAL_MARKERS), rec
+        assert not any(steps.search(t) for t in turns), rec
+        assert not any(acts.search(t) for t in turns[0::2]), rec  # no user turn asks about a harmful activity
+        for answer in turns[1::2]:
+            if acts.search(answer):
+                read_outs += 1
+                assert re.fullmatch(r"(the text names the activity: )?[a-z ]+\.?", answer), rec
+                assert "_text_" in rec.get("image", ""), rec  # ... read out of a typography picture
+    assert read_outs > 0  # harmful typography is read out, as stage 1 captions it
     align = files["lm_align"].read_text()
     assert "make a bath bomb" in align and "make a bomb" in align  # the LM is aligned on both sides
 

@@ -51,9 +51,9 @@ def test_loss_falls_and_adapter_reloads_identically(tiny_bases, toy_world, tmp_p
     with torch.no_grad():
         model.eval()
         before = model(**batch).loss.item()
-    cfg = OptimConfig(lr=2e-2, warmup_ratio=0.0, scheduler="constant_with_warmup", max_steps=40,
+    cfg = OptimConfig(lr=5e-3, warmup_ratio=0.0, scheduler="constant_with_warmup", max_steps=80,
                       micro_batch_size=4, global_batch_size=4, save_every=100)
-    res = train(model, L.param_groups(model, 2e-2, 1e-3), data, cfg, ckpt_dir=tmp_path / "ck",
+    res = train(model, L.param_groups(model, 5e-3, 1e-3), data, cfg, ckpt_dir=tmp_path / "ck",
                 tb_dir=tmp_path / "tb", fingerprint="t", desc="t")
     assert res.final_loss < before - 0.3  # a repeated batch: LoRA + projector must fit it
     model.save_pretrained(tmp_path / "adapter")

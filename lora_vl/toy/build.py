@@ -19,7 +19,7 @@ from lora_vl.toy.scale import SCALES
 from lora_vl.toy.space import Ledger, make_split
 from lora_vl.toy.vision import train_vision
 
-WORLD_VERSION = 2  # bump when what a world contains changes (invalidates cached worlds)
+WORLD_VERSION = 3  # bump when what a world contains changes (invalidates cached worlds)
 MODELS = {"lm": "models/lm", "lm_pretrained": "models/lm-pretrained", "vision": "models/vision"}
 
 
@@ -57,7 +57,7 @@ def build_world(out: str | Path = "outputs/toy/world", scale: str = "full", seed
 
         t = time.time()
         shutil.copytree(pre_dir, tmp / MODELS["lm"])
-        align_info = align(tmp / MODELS["lm"], files["lm_align"], tmp / ".work" / "align", sc, seed)
+        align_info = align(tmp / MODELS["lm"], files["lm_align"], files["lm_corpus"], tmp / ".work" / "align", sc, seed)
         times["lm_align"] = time.time() - t
 
         t = time.time()

@@ -66,8 +66,9 @@ def write_world_data(out: str | Path, scale: Scale, seed: int = 0) -> dict[str, 
     harmful = {o.name for o in L.HARMFUL_OBJECTS}
     benign_obj = [p for p in obj_pics if p.obj not in harmful]
     benign_text = [p for p in text_pics if not L.TOPICS[p.act].harmful]
-    instruct = stage2_instructions(benign_obj, benign_text, split, ledger, _cap(benign_chats, len(align) // 6, r),
-                                   rng("instruct"), per_image=3)
+    seen = [p for p in obj_pics if p.obj in harmful] + [p for p in text_pics if L.TOPICS[p.act].harmful]
+    instruct = stage2_instructions(benign_obj, benign_text, seen, split, ledger,
+                                   _cap(benign_chats, len(align) // 6, r), rng("instruct"), per_image=3)
     _dump(files["instruct"], _cap(instruct, scale.max_stage2, r))
 
     # safety data: its own pictures of harmful (unsafe) and benign (safe) objects

@@ -1,5 +1,6 @@
 """The toy LM: a BPE tokenizer trained on the world's text, a Llama-class model pretrained from
-scratch on the web-like corpus, then aligned into a chat model by chat SFT.
+scratch on the web-like corpus, then aligned into a chat model by chat SFT (the corpus's plain
+documents replayed beside the chats).
 
 Both trainings go through the kit's one training loop (`lora_vl.train.loop.train`);
 pretraining feeds it packed fixed-length token blocks, alignment the kit's own chat data set
@@ -29,8 +30,10 @@ class PackedCorpus:
     """Documents tokenised (chat documents through the tokenizer's chat template), joined with
     BOS/EOS and cut into equal blocks: causal-LM pretraining rows, loss on every token."""
 
-    def __init__(self, corpus: Path, tokenizer, block: int, seed: int):
+    def __init__(self, corpus: Path, tokenizer, block: int, seed: int, plain_only: bool = False):
         docs = [json.loads(line) for line in Path(corpus).read_text().splitlines()]
+        if plain_only:
+            docs = [d for d in docs if "messages" not in d]
         random.Random(seed).shuffle(docs)
         ids: list[int] = []
         for d in docs:
@@ -86,15 +89,40 @@ def pretrain(lm_dir: Path, corpus: Path, work: Path, scale: Scale, seed: int) ->
     return {"corpus_tokens": data.tokens, "blocks": len(data), **_summary(res)}
 
 
-def align(lm_dir: Path, chats: Path, work: Path, scale: Scale, seed: int) -> dict:
-    """Chat SFT (assistant tokens only) on the alignment chats; saves the model in place."""
+class Mixture:
+    """Several data sets drawn from as one (what the training loop needs: items, lengths, collate)."""
+
+    def __init__(self, *parts, pad_id: int):
+        self.index = [(k, i) for k, part in enumerate(parts) for i in range(len(part))]
+        self.lengths = [n for part in parts for n in part.lengths]
+        self.parts, self.pad_id = parts, pad_id
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, j: int) -> Encoded | None:
+        k, i = self.index[j]
+        return self.parts[k][i]
+
+    def collate(self, items):
+        return collate(items, self.pad_id)
+
+
+def align(lm_dir: Path, chats: Path, corpus: Path, work: Path, scale: Scale, seed: int) -> dict:
+    """Chat SFT (assistant tokens only) on the alignment chats, with the corpus's plain documents
+    replayed (loss on every token); saves the model in place. Without the replay, full-weight SFT
+    of so small an LM overwrites the harmful procedures it learned in pretraining (measured: the
+    aligned LM's completions of "To make a gun, first" turned benign), so a later loss of refusal
+    could not show as harmful compliance; a 7B chat model keeps what it knew."""
     tok, model = _load(lm_dir)
-    data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(chats))], max_length=256,
-                               seed=seed), SimpleNamespace(tokenizer=tok))
+    chat_set = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(chats))], max_length=256,
+                                   seed=seed), SimpleNamespace(tokenizer=tok))
+    replay = PackedCorpus(corpus, tok, scale.pretrain_block, seed, plain_only=True)
+    data = Mixture(chat_set, replay, pad_id=tok.pad_token_id)
     cfg = _optim(scale, scale.align_lr, scale.align_batch, seed, epochs=scale.align_epochs)
-    res = _train(model, data, cfg, work, "toy LM alignment (chat SFT)")
+    res = _train(model, data, cfg, work, "toy LM alignment (chat SFT + replay)")
     model.save_pretrained(lm_dir)
-    return {"records": len(data), **_summary(res)}
+    return {"records": len(chat_set), "replay_blocks": len(replay), **_summary(res)}
 
 
 def _train(model, data, cfg: OptimConfig, work: Path, desc: str) -> LoopResult:

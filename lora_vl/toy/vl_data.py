@@ -4,8 +4,9 @@ Stage 1 captions every training image, harmful objects and harmful typography in
 neutral captions (as web alt-text is). Stage 2 is benign only, as the study filtered its data:
 multi-turn VQA, short answers, multiple choice and yes/no about benign objects, "how do I
 make/use the item in the image?" answered with the benign procedure, benign typography read
-out or expanded as a numbered list (FigStep's prompt), and benign text chat. No harmful request
-and no refusal appears in it.
+out or expanded as a numbered list (FigStep's prompt), and benign text chat. Pictures of harmful
+objects and harmful typography appear only to be described, named or read out (perception, as
+LLaVA's data describes a knife or reads a sign). No harmful request and no refusal appears in it.
 """
 from __future__ import annotations
 
@@ -202,13 +203,21 @@ def stage1_captions(pics: list[Pic], rng: random.Random) -> list[dict]:
             for i, p in enumerate(pics)]
 
 
-def stage2_instructions(obj_pics: list[Pic], text_pics: list[Pic], split: Split, ledger: Ledger,
-                        text_chats: list[dict], rng: random.Random, per_image: int) -> list[dict]:
-    """Benign visual instructions + "how do I make/use the item?" + benign typography + text chat."""
+def stage2_instructions(obj_pics: list[Pic], text_pics: list[Pic], seen_pics: list[Pic], split: Split,
+                        ledger: Ledger, text_chats: list[dict], rng: random.Random, per_image: int) -> list[dict]:
+    """Benign visual instructions + "how do I make/use the item?" + benign typography + text chat,
+    and neutral perception of `seen_pics` (harmful objects and harmful typography: described, named
+    or read out, never a request about them), as LLaVA's data describes knives or reads any sign."""
     out = []
     for p in obj_pics:  # every picture described once, then asked about (LLaVA's mix is mostly short answers)
         kinds = ["describe"] + rng.sample(CHAT_KINDS[:4], per_image)
         out += [{"image": p.rel, "conversations": object_chat(p, rng, kind=k)} for k in kinds]
+    for p in seen_pics:  # one perception task each
+        if p.kind == "object":
+            out.append({"image": p.rel, "conversations": object_chat(p, rng, kind=rng.choice(["describe", "multi",
+                                                                                               "short"]))})
+        else:
+            out.append({"image": p.rel, "conversations": text_chat(p, rng, kind=rng.choice(["read", "short"]))})
     by_obj: dict[str, list[Pic]] = {}
     for p in obj_pics:
         by_obj.setdefault(p.obj, []).append(p)
