@@ -45,8 +45,9 @@ analyze: safety  ## safety-layer analysis: LLM vs VL-adapted vs +safety (separat
 	$(BIN)/lora-vl analyze recipes/analyze/toy.yaml
 
 SEEDS ?= 0
-# the toy's small matmuls: one torch thread is faster than two fighting over a busy CPU
-STUDY_THREADS ?= 1
+# measured on 2 idle cores: 2 threads 827 s per seed, 1 thread 1069 s, same numbers; on a CPU busy
+# with other work use STUDY_THREADS=1 (two threads fighting for one core slowed training 25x)
+STUDY_THREADS ?= 2
 study: world  ## the whole study on the toy world with a claims report (make study SEEDS="0 1 2")
 	$(BIN)/lora-vl study recipes/toy/study.yaml --seeds $(SEEDS) --threads $(STUDY_THREADS)
 

@@ -50,7 +50,8 @@ def train_adapt(path: str, out: Path, seed: int, snapshots: int, snapshot_every:
     if read_yaml(path).get("stage1"):
         overrides.append(f"stage1.optim.seed={seed}")
     if snapshot_every is None:
-        snapshot_every = max(1, stage2_steps(load_recipe(AdaptRecipe, path, overrides)) // snapshots)
+        # rounded up, so that the last point is the final adapter (not a snapshot one step before it)
+        snapshot_every = max(1, -(-stage2_steps(load_recipe(AdaptRecipe, path, overrides)) // snapshots))
     recipe = load_recipe(AdaptRecipe, path, [*overrides, f"stage2.optim.snapshot_every={snapshot_every}"])
     adapter = run_adapt(recipe)
     manifest = read_manifest(adapter)
