@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 from lora_vl.toy import lexicon as L
@@ -86,17 +87,11 @@ def write_world_data(out: str | Path, scale: Scale, seed: int = 0) -> dict[str, 
 
     # benchmarks (held-out cells) and the judge's knowledge
     bench = write_benchmarks(out / "benchmarks", split, ledger, seed, scale.bench_n, out / ".bench_images")
-    _remove_tree(out / ".bench_images")
+    shutil.rmtree(out / ".bench_images", ignore_errors=True)
     _dump(files["knowledge"], knowledge())
     split.check(ledger.train, ledger.eval)
     _dump(files["splits"], {**split.as_json(), "used": {"train": len(ledger.train), "held_out": len(ledger.eval)}})
     return {**files, **{f"bench_{k}": v for k, v in bench.items()}}
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def corpus_texts(files: dict[str, Path]) -> list[str]:
