@@ -1,20 +1,24 @@
 """What one stage hands the next: an adapter directory, its manifest, and the base it was made on.
 
 The one owner of: manifests (make / write / read), recognising a PEFT adapter directory (config
-readable, weights a readable safetensors file), the same-path rule, the base check, and the
-`LoraConfig` a recipe's LoRA settings build. Training (adapt, safety), merge, export and
+readable, weights a readable safetensors file of finite tensors whose ranks agree with the
+config), the same-path rule, the output rule (an output never overlaps an input), the base
+check, and the `LoraConfig` a recipe's LoRA settings build. Training (adapt, safety), merge, export and
 evaluation all go through here, so a check is written once and cannot drift.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
+import torch
 from peft import LoraConfig
+from peft.utils.other import get_pattern_key
 from safetensors import SafetensorError, safe_open
 
 from lora_vl.artifacts import atomic_write_json, git_commit, package_versions
@@ -78,6 +82,80 @@ def same_location(a: str | Path, b: str | Path) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path != folder and path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _check_writable(output: Path) -> None:
+    """The output's folder (or the nearest existing one above it) accepts new files: probed by
+    creating one, since permission bits do not tell (root, read-only mounts)."""
+    folder = _nearest_existing(output)
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".lora_vl_probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise HandoffError(f"{output}: output folder cannot be written ({folder}: {e.strerror}); "
+                           "expected a writable location") from e
+
+
+def _check_not_inside_run(output: Path) -> None:
+    """An output never goes inside another run's checkpoint or adapter folder."""
+    for folder in [p for p in output.absolute().parents if p.exists()]:
+        what = "a training checkpoint" if (folder / "state.json").is_file() else \
+            "an adapter" if (folder / ADAPTER_CONFIG).is_file() else None
+        if what:
+            raise HandoffError(f"{output}: lies inside {folder}, {what} of another run; choose an output "
+                               "folder outside it")
+
+
+def check_output(output: str | Path, inputs: list[tuple[str, str | Path | None]], *, command: str,
+                 replaces: tuple[str, ...] | None = None, overwrite: bool = False,
+                 overwrite_flag: str = "overwrite=true", marker: str = MANIFEST) -> Path:
+    """The one output rule of every writing command, checked before any work.
+
+    The output is a folder (or will be) that can be written, lies in no other run's checkpoint
+    or adapter, and neither equals, contains nor lies inside any local input (`inputs`: (role,
+    path); hub ids and None are skipped). A command that `replaces` its output folder as a whole
+    may do so only with `overwrite`, and only a previous output of its own: a folder whose
+    `marker` file names one of the kinds in `replaces` (or an empty one)."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise HandoffError(f"{out}: exists and is a file; expected an output folder (lora-vl {command} writes a "
+                           "folder there)")
+    _check_writable(out)
+    _check_not_inside_run(out)
+    real_out = os.path.realpath(out)
+    for role, given in inputs:
+        if given is None or not os.path.exists(given):
+            continue
+        real_in = os.path.realpath(given)
+        relation = "is" if real_in == real_out else "contains" if _inside(real_in, real_out) else \
+            "lies inside" if _inside(real_out, real_in) else None
+        if relation:
+            raise HandoffError(f"{out}: the output {relation} the {role} {given}; lora-vl {command} would "
+                               "write over its own input; choose an output folder apart from every input")
+    if replaces is not None and out.exists() and any(out.iterdir()):
+        record = read_json_file(out / marker, marker) if (out / marker).is_file() else None
+        held = record.get("kind") if isinstance(record, dict) else None
+        if not overwrite:
+            what = "an adapter" if (out / ADAPTER_WEIGHTS).exists() or (out / ADAPTER_CONFIG).exists() else \
+                f"a {held}" if held else "files"
+            raise HandoffError(f"{out}: already holds {what}; set {overwrite_flag} to replace it")
+        if held not in replaces:
+            raise HandoffError(f"{out}: {overwrite_flag} replaces only a previous output of lora-vl {command} "
+                               f"(its {marker} says kind {' or '.join(replaces)}), but this folder holds "
+                               f"{'a ' + held if held else 'other files'}; choose another output")
+    return out
+
+
 @dataclass
 class AdapterDir:
     """A PEFT LoRA adapter directory as a stage receives it (weights indexed, not loaded)."""
@@ -134,10 +212,37 @@ def open_adapter(path: str | Path, role: str = "adapter") -> AdapterDir:
         with safe_open(str(weights), framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
             dtypes = {k: f.get_slice(k).get_dtype() for k in shapes}
+            check_ranks(weights, config, shapes)
+            check_finite(weights, ((k, f.get_tensor(k)) for k in shapes))  # one tensor held at a time
     except (SafetensorError, OSError, ValueError) as e:
         raise HandoffError(f"{weights}: not a readable safetensors file ({e}); expected the adapter "
                            "weights written by PEFT") from e
     return AdapterDir(path, config, read_manifest(path, required=False), shapes, dtypes)
+
+
+def check_finite(path: str | Path, tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Weights entering a stage hold no NaN/Inf (a diverged run's output would train or score
+    as if it were fine); the error names the file and the first bad tensor."""
+    for key, t in tensors:
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            bad = int((~torch.isfinite(t)).sum())
+            raise HandoffError(f"{path}: tensor {key!r} holds {bad} NaN/Inf value(s); expected finite "
+                               "weights (was it written by a run whose loss diverged?)")
+
+
+def check_ranks(weights: Path, config: dict, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Each LoRA module's stored rank is the one its config gives (r, or its rank_pattern entry):
+    PEFT would otherwise fail deep inside loading with a size-mismatch traceback."""
+    pattern = config.get("rank_pattern") or {}
+    for key, shape in shapes.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        r = pattern.get(get_pattern_key(pattern.keys(), module), config.get("r", 8))
+        if shape[0] != r:
+            raise HandoffError(f"{weights}: tensor {key!r} has rank {shape[0]}, but "
+                               f"{weights.parent / ADAPTER_CONFIG} says r={r}; expected the config saved "
+                               "with these weights")
 
 
 # --- the LoRA configuration of a recipe ---------------------------------------------------

@@ -1,8 +1,9 @@
 """Typed YAML recipes: dataclass schemas, safe loading, unknown keys rejected by name.
 
-Every stage declares its recipe as (nested) dataclasses. `load_recipe` reads YAML with
-`yaml.safe_load`, applies `key.sub=value` overrides from the command line, and builds the
-dataclass, checking types. `describe` renders the schema for `--help`.
+Every stage declares its recipe as (nested) dataclasses. `load_recipe` reads YAML with a safe
+loader that also refuses a key given twice, applies `key.sub=value` overrides from the command
+line, and builds the dataclass, checking types and each numeric field's declared `Range`, all
+before anything loads. `describe` renders the schema (ranges included) for `--help`.
 """
 from __future__ import annotations
 
@@ -21,9 +22,39 @@ class RecipeError(InputError):
     """A recipe file or override is wrong; the message names the file and key."""
 
 
-def field(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING):
-    """A dataclass field that carries its `--help` text."""
-    kwargs = {"metadata": {"help": help}}
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field may take: a lower and/or upper bound, each open or closed."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}"
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1, high_open=True)        # [0, 1): a share that may be zero but not all
+UNIT_INTERVAL = Range(0, 1, low_open=True)    # (0, 1]: a share that keeps something
+
+
+def field(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING,
+          range: Range | None = None):
+    """A dataclass field that carries its `--help` text and, if numeric, its allowed `range`
+    (checked by `build` for the value, or for every item of a list; None always passes)."""
+    kwargs = {"metadata": {"help": help, "range": range}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, **kwargs)
     return dataclasses.field(default=default, **kwargs)
@@ -51,9 +82,10 @@ def _convert(value: Any, tp, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # `X | None`: X's own error names the inner key and what was expected
+            return _convert(value, members[0], where)
+        for arg in members:
             try:
                 return _convert(value, arg, where)
             except RecipeError:
@@ -113,6 +145,7 @@ def build(cls, data: Any, where: str = "recipe"):
         key_where = f"{where}.{name}" if where else name
         if name in data:
             kwargs[name] = _convert(data[name], hints[name], key_where)
+            check_range(kwargs[name], f.metadata.get("range"), key_where)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecipeError(f"{key_where}: required key is missing")
     obj = cls(**kwargs)
@@ -122,36 +155,89 @@ def build(cls, data: Any, where: str = "recipe"):
     return obj
 
 
+def check_range(value: Any, allowed: Range | None, where: str) -> None:
+    """A field's declared range, for its value or each item of a list value."""
+    if allowed is None or value is None:
+        return
+    for i, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+        if v not in allowed:
+            at = where if i is None else f"{where}[{i}]"
+            raise RecipeError(f"{at}: expected a value {allowed}, got {v!r}")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping key given twice (it would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); "
+                    "expected each key once", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str):
+    """YAML text to Python objects, safely (plain data only) and with unique keys."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 — a SafeLoader subclass
+
+
+def _override_step(node, part: str, override: str):
+    """The child `part` of `node` while walking an override's key path (a missing section is made)."""
+    if isinstance(node, list):
+        if not part.isdigit():
+            raise RecipeError(f"override {override!r}: {part!r} indexes a list; expected a number")
+        if int(part) >= len(node):
+            raise RecipeError(f"override {override!r}: index {part} is out of range; the list has "
+                              f"{len(node)} item(s)")
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise RecipeError(f"override {override!r}: the value before {part!r} is not a section")
+    return node.setdefault(part, {})
+
+
 def apply_override(data: dict, override: str) -> None:
     """Apply one `a.b.c=value` override; the value is parsed as YAML (safe)."""
     if "=" not in override:
         raise RecipeError(f"override {override!r}: expected key=value")
     key, raw = override.split("=", 1)
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = parse_yaml(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise RecipeError(f"override {override!r}: the value is not valid YAML "
+                          f"({getattr(e, 'problem', None) or e}); quote it if it is a string") from e
     parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"override {override!r}: expected a key path like stage2.optim.lr")
     node = data
     for part in parts[:-1]:
-        if part.isdigit() and isinstance(node, list):
-            node = node[int(part)]
-            continue
-        node = node.setdefault(part, {})
-        if not isinstance(node, (dict, list)):
-            raise RecipeError(f"override {override!r}: {part!r} is not a section")
+        node = _override_step(node, part, override)
     last = parts[-1]
-    if last.isdigit() and isinstance(node, list):
+    if isinstance(node, list):
+        _override_step(node, last, override)  # the index must exist: an override replaces, never appends
         node[int(last)] = value
-    else:
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise RecipeError(f"override {override!r}: the value before {last!r} is not a section")
 
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory; expected a YAML recipe file")
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise RecipeError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); expected a YAML recipe") from e
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read ({e.strerror}); expected a readable YAML recipe") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -189,7 +275,9 @@ def describe(cls, prefix: str = "", indent: str = "  ") -> str:
             default = f" (default: {f.default_factory()!r})"
         else:
             default = " (required)"
-        lines.append(f"{indent}{key} [{_type_name(tp)}]{default}: {help_text}")
+        allowed = f.metadata.get("range")
+        kind = f"{_type_name(tp)}, {allowed}" if allowed else _type_name(tp)
+        lines.append(f"{indent}{key} [{kind}]{default}: {help_text}")
         args = [a for a in get_args(tp) if dataclasses.is_dataclass(a)]
         for a in args:
             lines.append(describe(a, prefix=key + "[].", indent=indent + "  "))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from lora_vl.cli import main
 from lora_vl.handoff import read_manifest, write_manifest
@@ -194,6 +195,49 @@ def merge_case(inputs, **over):
     return make
 
 
+def nan_adapter(case, world) -> Path:
+    """A copy of the VL adapter with one NaN in a LoRA factor (a diverged run's output)."""
+    shutil.copytree(world["vl"], case / "vl")
+    weights = load_file(case / "vl/adapter_model.safetensors")
+    key = next(k for k in sorted(weights) if k.endswith("lora_B.weight"))
+    weights[key][0, 0] = float("nan")
+    save_file(weights, case / "vl/adapter_model.safetensors")
+    return case / "vl"
+
+
+def rank_mismatch_adapter(case, world) -> Path:
+    """A copy of the VL adapter whose config says another rank than its weights hold."""
+    shutil.copytree(world["vl"], case / "vl")
+    config = json.loads((case / "vl/adapter_config.json").read_text())
+    (case / "vl/adapter_config.json").write_text(json.dumps(dict(config, r=config["r"] * 2)))
+    return case / "vl"
+
+
+def earlier_results(benchmarks):
+    """An eval case whose --out already holds results.json from an earlier run (must survive)."""
+    def make(world, case):
+        write(case, "out/results.json", {"earlier": True})
+        return eval_case(lambda c: benchmarks, adapter=nan_adapter)(world, case)
+    return make
+
+
+def merge_into_input_folder(case, world):
+    """Inputs in case/inputs/{a,b}; the output (with overwrite) is case/inputs itself."""
+    shutil.copytree(world["vl"], case / "inputs/a")
+    shutil.copytree(world["vl"], case / "inputs/b")
+    return [case / "inputs/a", case / "inputs/b"]
+
+
+def merge_output_at(output, inputs=lambda c, w: [w["vl"], w["vl"]], setup=None, **over):
+    """A merge case with its output at `output(case)`, after `setup(case)`."""
+    def make(world, case):
+        if setup:
+            setup(case)
+        argv = merge_case(inputs, **over)(world, case)
+        return argv + [f"output={output(case)}"]
+    return make
+
+
 def existing_merge_output(case, world):
     (case / "merged").mkdir()
     (case / "merged/adapter_model.safetensors").write_bytes(b"precious")
@@ -275,6 +319,64 @@ CASES = [
     ("merge-unknown-method", merge_case(lambda c, w: [w["vl"], w["vl"]], method="average"), "unknown merge method 'average'"),
     ("merge-output-exists", merge_case(existing_merge_output), "already holds an adapter; set overwrite=true"),
     ("report-not-json", lambda w, c: ["report", str(write(c, "r.json", "{")), "--out", str(c / "rep")], "not a readable results JSON"),
+    # numbers outside their meaning (declared ranges), before any model loads
+    ("range-negative-lr", recipe_change(lambda r: r["stage2"]["optim"].update(lr=-1e-3)),
+     "stage2.optim.lr: expected a value > 0, got -0.001"),
+    ("range-alpha-zero", recipe_change(lambda r: r["lora"].update(alpha=0)), "lora.alpha: expected a value > 0, got 0"),
+    ("range-max-steps-zero", recipe_change(lambda r: r["stage2"]["optim"].update(max_steps=0)),
+     "stage2.optim.max_steps: expected a value >= 1, got 0"),
+    ("range-micro-batch-zero", recipe_change(lambda r: r["stage2"]["optim"].update(micro_batch_size=0)),
+     "stage2.optim.micro_batch_size: expected a value >= 1, got 0"),
+    ("range-eval-limit-zero", eval_case(lambda c: [dict(XSTEST[0], limit=0)]), "benchmarks[0].limit: expected a value >= 1, got 0"),
+    # optional sections report their inner error
+    ("optional-section-unknown-key", recipe_change(lambda r: r.update(stage1={**r["stage2"], "optim": {"lrr": 1}})),
+     "stage1.optim: unknown key(s) 'lrr'; known keys:"),
+    ("optional-section-wrong-type", recipe_change(lambda r: r.update(stage1={**r["stage2"], "optim": {"epochs": "two"}})),
+     "stage1.optim.epochs: expected a number, got 'two'"),
+    ("optional-section-range", lambda w, c: safety("dpo", sources=lambda c: [{"format": "spa_vl", "path": str(c / "safety/spa_vl.jsonl")}])(w, c) + ["dpo.beta=0"],
+     "dpo.beta: expected a value > 0, got 0.0"),
+    # overrides and YAML that would lose information
+    ("override-bad-yaml", lambda w, c: with_data([GOOD])(w, c) + ["stage2.optim.lr=[1,"], "override 'stage2.optim.lr=[1,': the value is not valid YAML"),
+    ("override-index-out-of-range", lambda w, c: with_data([GOOD])(w, c) + ["stage2.data.sources.3.weight=1"],
+     "override 'stage2.data.sources.3.weight=1': index 3 is out of range; the list has 1 item(s)"),
+    ("yaml-duplicate-key", lambda w, c: ["adapt", str(write(c, "r.yaml", "output_dir: a\nlora: {r: 2}\noutput_dir: b\n"))],
+     "key 'output_dir' is given twice (lines 1 and 3)"),
+    ("recipe-is-a-directory", lambda w, c: (c.joinpath("rdir").mkdir(), ["adapt", str(c / "rdir")])[1],
+     "rdir: is a directory; expected a YAML recipe file"),
+    # outputs never overlap inputs; every output checked before any work
+    ("merge-output-contains-inputs", merge_output_at(lambda c: c / "inputs", merge_into_input_folder, overwrite=True),
+     "inputs: the output contains the merge input in0"),
+    ("merge-overwrite-foreign-folder", merge_output_at(lambda c: c / "mine", setup=lambda c: write(c, "mine/notes.txt", "mine"),
+                                                       overwrite=True),
+     "mine: overwrite=true replaces only a previous output of lora-vl merge"),
+    ("adapt-output-contains-data", recipe_change(lambda r: r.update(output_dir=str(Path(r["stage2"]["data"]["sources"][0]["path"]).parent))),
+     "the output contains the stage2.data.sources[0].path"),
+    ("adapt-output-is-a-file", lambda w, c: with_data([GOOD])(w, c) + [f"output_dir={write(c, 'taken', 'x')}"],
+     "taken: exists and is a file; expected an output folder"),
+    ("adapt-output-not-writable", lambda w, c: with_data([GOOD])(w, c) + ["output_dir=/proc/lora_vl_run"],
+     "/proc/lora_vl_run: output folder cannot be written"),
+    ("adapt-output-inside-checkpoint", lambda w, c: with_data([GOOD])(w, c) + [
+        f"output_dir={write(c, 'old/checkpoints/stage2/step-2/state.json', '{}').parent / 'run'}"],
+     "lies inside " ),
+    ("safety-output-inside-parent", lambda w, c: safety()(w, c) + [f"output_dir={w['vl'] / 'safety'}"], "lies inside "),
+    ("eval-out-is-the-adapter", lambda w, c: eval_case(lambda c: XSTEST, adapter=lambda c, w: w["vl"])(w, c) + ["--out", str(w["vl"])],
+     "the output is the --adapter"),
+    # weights checked where they enter
+    ("safety-parent-nan", safety(parent=nan_adapter), "vl/adapter_model.safetensors: tensor 'base_model.model."),
+    ("eval-adapter-nan-keeps-results", earlier_results(XSTEST), "holds 1 NaN/Inf value(s)"),
+    ("eval-adapter-rank-mismatch", eval_case(lambda c: XSTEST, adapter=rank_mismatch_adapter), "has rank 2, but"),
+    ("merge-input-nan", merge_case(lambda c, w: [nan_adapter(c, w), w["vl"]]), "NaN/Inf"),
+    # selections that select nothing
+    ("eval-subset-typo", eval_case(lambda c: [dict(XSTEST[0], subset="saef")]), "x: subset 'saef' selects no items from"),
+    # library errors on user input, named
+    ("jsonl-not-utf8", recipe_change(lambda r: r["stage2"]["data"]["sources"][0].update(
+        format="hf_messages", path=str(write(Path(r["output_dir"]).parent, "chat.jsonl", b'{"messages": "' + NOT_UTF8 + b'"}\n'))),
+     ), "chat.jsonl: not UTF-8 text"),
+    ("record-starts-with-assistant", with_data([{"id": "r9", "conversations": [{"from": "gpt", "value": "Hi"}, {"from": "human", "value": "Hello"}]}]),
+     "record 'r9': the conversation starts with an assistant turn"),
+    ("image-is-a-directory", lambda w, c: (c.joinpath("imgdir").mkdir(), with_data([dict(GOOD, image="imgdir")])(w, c))[1],
+     "imgdir is a directory; expected an image file"),
+    ("image-url", with_data([dict(GOOD, image="https://example.com/cat.png")]), "image 'https://example.com/cat.png' is a URL"),
 ]
 
 

@@ -54,7 +54,7 @@ def test_nan_inf_weights(tmp_path, pair, bad):
     key = "base_model.model.model.layers.1.mlp.up_proj.lora_B.weight"
     sd[key][0, 0] = bad
     save_file(sd, str(pair[1] / WEIGHTS))
-    with pytest.raises(MergeError, match=rf"b/{WEIGHTS}: '{key}': tensor holds NaN or Inf"):
+    with pytest.raises(HandoffError, match=rf"b/{WEIGHTS}: tensor '{key}' holds 1 NaN/Inf value"):
         run(recipe(tmp_path, pair))
     assert not (tmp_path / "out").exists()  # nothing half-written
 
@@ -67,7 +67,7 @@ def test_weights_list_must_match_inputs(tmp_path, pair):
 def test_existing_output_not_overwritten_unless_asked(tmp_path, pair):
     run(recipe(tmp_path, pair))
     before = (tmp_path / "out" / WEIGHTS).read_bytes()
-    with pytest.raises(MergeError, match=r"out: already holds an adapter; set overwrite=true"):
+    with pytest.raises(HandoffError, match=r"out: already holds an adapter; set overwrite=true"):
         run(recipe(tmp_path, pair, weights=[1.0, 2.0]))
     assert (tmp_path / "out" / WEIGHTS).read_bytes() == before
     run(recipe(tmp_path, pair, weights=[1.0, 2.0], overwrite=True))
@@ -84,5 +84,6 @@ def test_cli_reports_errors_with_exit_code(tmp_path, pair, capsys):
 
 def test_rank_mismatch_between_config_and_file(tmp_path, pair):
     set_config(pair[0], rank_pattern={})
-    with pytest.raises(MergeError, match=r"module 'model.layers.0.mlp.up_proj' has rank 2 .* says r=1"):
+    with pytest.raises(HandoffError, match=r"tensor 'base_model.model.model.layers.0.mlp.up_proj.lora_A.weight' "
+                       r"has rank 2, but .*a/adapter_config.json says r=1"):
         run(recipe(tmp_path, pair))

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lora_vl.evaluation.suite import BenchmarkSpec
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, NON_NEGATIVE, Range, RecipeError, field
 
 
 @dataclass
@@ -28,7 +28,8 @@ class PromptSets:
     suite: str | None = field(None, help="an evaluation suite YAML whose benchmarks may be named here")
     benchmarks: list[BenchmarkSpec] = field(default_factory=list, help="benchmark specs given inline "
                                             "(same keys as a suite's benchmarks); may be named too")
-    limit: int | None = field(200, help="at most this many prompts per side (seeded subset)")
+    limit: int | None = field(200, help="at most this many prompts per side (seeded subset)",
+                              range=AT_LEAST_ONE)
     images: bool = field(False, help="keep image items (every model must then be a Llava); "
                          "default: text-only items, so an LLM and its VL versions see the same prompts")
     seed: int = field(0, help="seed of the subsets and of the fit/held-out split")
@@ -43,10 +44,13 @@ class AnalyzeRecipe:
                                   "(the aligned LLM); default: the first model")
     delta_w: list[AdapterEntry] = field(default_factory=list, help="adapters whose per-layer ‖ΔW‖ is "
                                         "computed from their factors (default: every adapter of the models)")
-    folds: int = field(5, help="cross-validation folds of the linear probe (held-out accuracy)")
-    l2: float = field(1e-2, help="L2 penalty of the logistic probe (on standardised features)")
-    bootstrap: int = field(1000, help="bootstrap resamples for the CI of the projection gap")
-    batch_size: int = field(8, help="prompts per forward pass")
+    folds: int = field(5, help="cross-validation folds of the linear probe (held-out accuracy)",
+                      range=Range(2))
+    l2: float = field(1e-2, help="L2 penalty of the logistic probe (on standardised features)",
+                      range=NON_NEGATIVE)
+    bootstrap: int = field(1000, help="bootstrap resamples for the CI of the projection gap",
+                           range=AT_LEAST_ONE)
+    batch_size: int = field(8, help="prompts per forward pass", range=AT_LEAST_ONE)
     quantization: Literal["none", "4bit"] = field("none", help="load the models in 4-bit (NF4)")
     revision: str | None = field(None, help="hub revision of the bases")
     device: str | None = field(None, help="torch device (auto: cuda if available, else cpu)")
@@ -60,8 +64,6 @@ class AnalyzeRecipe:
             raise RecipeError(f"{where}: nothing to analyse; give models and/or delta_w")
         if self.reference is not None and self.reference not in names:
             raise RecipeError(f"{where}.reference: {self.reference!r} is not one of the models {names}")
-        if self.folds < 2:
-            raise RecipeError(f"{where}.folds: expected >= 2, got {self.folds}")
         ws = [a.name for a in self.delta_w]
         if len(set(ws)) != len(ws):
             raise RecipeError(f"{where}.delta_w: names {ws} are not unique")

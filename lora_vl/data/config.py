@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lora_vl.data import formats, readers, safety_readers  # noqa: F401  (the readers register their formats)
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, POSITIVE, RecipeError, field
 
 
 @dataclass
@@ -15,8 +15,10 @@ class DataSource:
     image_folder: str | None = field(None, help="folder that LLaVA JSON image paths are relative to (default: the JSON's folder)")
     split: str = field("train", help="split of an HF dataset")
     revision: str | None = field(None, help="hub revision (commit/tag) to pin")
-    weight: float = field(1.0, help="fraction of this source to use; >1 repeats it (seeded subset)")
-    num_samples: int | None = field(None, help="exact number of samples to take instead of weight")
+    weight: float = field(1.0, help="fraction of this source to use; >1 repeats it (seeded subset)",
+                          range=POSITIVE)
+    num_samples: int | None = field(None, help="exact number of samples to take instead of weight",
+                                   range=AT_LEAST_ONE)
 
     def validate(self, where: str) -> None:
         fmt = formats.FORMATS.get(self.format)
@@ -31,7 +33,8 @@ class DataSource:
 @dataclass
 class DataConfig:
     sources: list[DataSource] = field(help="the mixture: one entry per source")
-    max_length: int = field(2048, help="max tokens per sample, image tokens included")
+    max_length: int = field(2048, help="max tokens per sample, image tokens included",
+                             range=AT_LEAST_ONE)
     overlong: Literal["drop", "truncate"] = field("drop", help="over-long samples: drop (counted) or truncate after the image tokens")
     bad_records: Literal["error", "skip"] = field("error", help="a bad record (missing image, no assistant turn, ...): stop with an error, or skip it and count it")
     seed: int = field(0, help="seed for subsets and batch order")
@@ -42,6 +45,3 @@ class DataConfig:
     def validate(self, where: str) -> None:
         if not self.sources:
             raise RecipeError(f"{where}.sources: at least one data source is required")
-        for i, s in enumerate(self.sources):
-            if s.weight <= 0:
-                raise RecipeError(f"{where}.sources[{i}].weight: must be > 0, got {s.weight}")

@@ -110,6 +110,10 @@ def check_record(messages, n_images: int, where: str, need_assistant: bool) -> N
             raise BadRecord(f"{where}: turn {i} content must be text")
         if m["role"] == "assistant" and not m["content"].strip():
             raise BadRecord(f"{where}: turn {i} is an empty assistant response")
+    first = next((m["role"] for m in messages if m["role"] != "system"), None)
+    if first == "assistant":  # chat templates reject it or mislabel it, far from the record
+        raise BadRecord(f"{where}: the conversation starts with an assistant turn; expected a user turn "
+                        "first (after an optional system turn)")
     placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
     if placeholders != n_images:
         raise BadRecord(f"{where}: {placeholders} '{IMAGE_PLACEHOLDER}' placeholder(s) but {n_images} image(s)")

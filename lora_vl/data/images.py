@@ -44,6 +44,8 @@ def to_rgb(img: Image.Image, where: str = "image") -> Image.Image:
 def open_image_file(path: str | Path, where: str) -> Image.Image:
     """PIL's lazy open (header only), naming the record and file when missing, empty or not an image."""
     path = Path(path)
+    if path.is_dir():
+        raise BadRecord(f"{where}: image path {path} is a directory; expected an image file")
     if not path.is_file():
         raise BadRecord(f"{where}: image file {path} not found")
     if path.stat().st_size == 0:

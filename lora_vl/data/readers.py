@@ -14,7 +14,7 @@ from pathlib import Path
 from lora_vl.data.encode import IMAGE_PLACEHOLDER, BadRecord
 from lora_vl.data.formats import data_format
 from lora_vl.data.sample import Sample
-from lora_vl.data.sources import load_hf, read_json_list
+from lora_vl.data.sources import image_path, load_hf, local_folder, read_json_list
 
 ROLE_FROM = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
              "system": "system"}
@@ -44,8 +44,8 @@ def _llava_record(rec, index: int, path: Path, folder: Path) -> Sample:
             raise BadRecord(f"{where}: turn {j} has 'from' {turn.get('from')!r}; expected one of "
                             f"{sorted(ROLE_FROM)}")
         messages.append({"role": role, "content": turn["value"]})
-    return Sample(id=rid, messages=messages, images=[folder / p for p in _image_paths(rec.get("image"), where)],
-                  source=str(path))
+    return Sample(id=rid, messages=messages, source=str(path),
+                  images=[image_path(p, folder, where) for p in _image_paths(rec.get("image"), where)])
 
 
 def _image_paths(image, where: str) -> list[str]:
@@ -66,7 +66,7 @@ def read_hf_messages(path: str, *, image_folder: str | None = None, split: str =
     missing = {"messages"} - set(ds.column_names)
     if missing:
         raise BadRecord(f"{path}: dataset has columns {ds.column_names}, expected 'messages' (+ 'images')")
-    out = []
+    folder, out = local_folder(path), []
     for i, row in enumerate(ds):
         rid = str(row.get("id", i))
         where = f"{path} record {rid!r}"
@@ -77,7 +77,8 @@ def read_hf_messages(path: str, *, image_folder: str | None = None, split: str =
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise BadRecord(f"{where}: message {j} needs 'role' and 'content'")
             messages.append({"role": m["role"], "content": _flatten_content(m["content"], where)})
-        out.append(Sample(id=rid, messages=messages, images=list(row.get("images") or []), source=path))
+        images = [image_path(im, folder, where) if isinstance(im, str) else im for im in row.get("images") or []]
+        out.append(Sample(id=rid, messages=messages, images=images, source=path))
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from lora_vl.data.encode import IMAGE_PLACEHOLDER, BadRecord
 from lora_vl.data.formats import data_format
 from lora_vl.data.sample import Sample
-from lora_vl.data.sources import load_hf, read_json_list
+from lora_vl.data.sources import image_path, load_hf, local_folder, read_json_list
 
 INSTRUCTION_KEYS = ("safe_instruction", "unsafe_instruction", "instruction")
 
@@ -77,12 +77,12 @@ def _vlguard_record(rec, index: int, path: Path, folder: Path) -> list[Sample]:
                             "and a string 'response'")
         messages = [{"role": "user", "content": _user_turn(str(entry[keys[0]]), True)},
                     {"role": "assistant", "content": entry["response"]}]
-        samples.append(Sample(id=f"{rid}/{j}:{keys[0]}", messages=messages, images=[folder / image],
+        samples.append(Sample(id=f"{rid}/{j}:{keys[0]}", messages=messages, images=[image_path(image, folder, where)],
                               source=str(path)))
     return samples
 
 
-def _image_value(value, base: Path | None):
+def _image_value(value, base: Path | None, where: str):
     """An HF image cell (PIL image, {'bytes','path'} dict, or a path string) → PIL image or path."""
     from PIL import Image
 
@@ -93,8 +93,7 @@ def _image_value(value, base: Path | None):
             return Image.open(io.BytesIO(value["bytes"]))
         value = value.get("path")
     if isinstance(value, str) and value:
-        p = Path(value)
-        return p if p.is_absolute() or base is None else base / p
+        return image_path(value, base, where)
     return None
 
 
@@ -104,21 +103,16 @@ def _require(ds, columns: set[str], path: str) -> None:
         raise BadRecord(f"{path}: dataset has columns {ds.column_names}, missing {sorted(missing)}")
 
 
-def _local_base(path: str) -> Path | None:
-    p = Path(path)
-    return p.parent if p.is_file() else p if p.is_dir() else None
-
-
 @data_format("spa_vl", holds="pairs", image_folder=True,
              help="SPA-VL preference pairs: image, question, chosen, rejected (DPO only)")
 def read_spa_vl(path: str, *, image_folder: str | None = None, split: str = "train",
                 revision: str | None = None) -> list[PreferencePair]:
     ds = load_hf(path, split, revision)
     _require(ds, {"question", "chosen", "rejected"}, path)
-    base = Path(image_folder) if image_folder else _local_base(path)
+    base = Path(image_folder) if image_folder else local_folder(path)
     out = []
     for i, row in enumerate(ds):
-        image = _image_value(row.get("image"), base)
+        image = _image_value(row.get("image"), base, f"{path} record {row.get('id', i)!r}")
         out.append(PreferencePair(id=str(row.get("id", i)), prompt=_user_turn(row["question"] or "", image is not None),
                                   chosen=row["chosen"] or "", rejected=row["rejected"] or "",
                                   images=[image] if image is not None else [], source=path))

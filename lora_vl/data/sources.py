@@ -1,6 +1,8 @@
-"""Loaders every reader shares: a JSON list file, and a Hugging Face dataset (hub id or local)."""
+"""Loaders every reader shares: a JSON list file, a Hugging Face dataset (hub id or local), and
+where a record's image path points."""
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 
@@ -24,6 +26,41 @@ def read_json_list(path: str | Path, what: str) -> list:
     return records
 
 
+def local_folder(path: str) -> Path | None:
+    """The folder a local data file's relative image paths mean (its own), or a local dataset
+    folder; None for a hub id."""
+    p = Path(path)
+    return p.parent if p.is_file() else p if p.is_dir() else None
+
+
+def image_path(value: str, folder: Path | None, where: str) -> Path:
+    """A record's image path: absolute as given, relative to `folder` (the recipe's image folder,
+    else the data file's own folder, never the working directory). A URL is refused by name:
+    joined to a folder it would only be reported as a missing file."""
+    if "://" in value:
+        raise BadRecord(f"{where}: image {value!r} is a URL; expected a local file path (download the "
+                        "images and point image_folder at them)")
+    return Path(value) if folder is None else folder / value
+
+
+def check_utf8(path: Path) -> None:
+    """A JSON/JSONL file is UTF-8 text (pyarrow's own error names neither the file nor the byte);
+    decoded incrementally, so a large file is never held whole."""
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                raise BadRecord(f"{path}: not UTF-8 text ({e.reason} at byte {offset + e.start}); expected "
+                                "UTF-8 JSON lines") from e
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as e:
+        raise BadRecord(f"{path}: not UTF-8 text (truncated character at the end); expected UTF-8 JSON") from e
+
+
 def load_hf(path: str, split: str, revision: str | None):
     """A dataset split from a saved dataset folder, a json/jsonl/parquet file, or the hub."""
     import datasets  # heavy; only readers of HF datasets need it
@@ -40,6 +77,8 @@ def load_hf(path: str, split: str, revision: str | None):
         kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(p.suffix)
         if kind is None:
             raise BadRecord(f"{path}: expected a .json, .jsonl or .parquet file")
+        if kind == "json":
+            check_utf8(p)
         try:
             return datasets.load_dataset(kind, data_files=str(p), split="train")
         except Exception as e:  # pyarrow/json errors come in many types; name the file

@@ -19,6 +19,7 @@ from accelerate.utils import gather_object
 from lora_vl import distributed as dist
 from lora_vl.artifacts import atomic_write_json, atomic_write_text
 from lora_vl.evaluation.cache import GenerationCache
+from lora_vl.handoff import check_output
 from lora_vl.evaluation.judges import build_judge
 from lora_vl.evaluation.model_io import check_model_inputs, load_eval_model, model_fingerprint
 from lora_vl.evaluation.readers import read_benchmark, study_category
@@ -125,7 +126,9 @@ def judge_all(suite: Suite, benches: list[Bench]) -> dict[tuple[str, str], list]
 def run_suite(suite: Suite, base: str, adapters: list[str], out_dir: str | Path, *, device=None,
               suite_path: str | None = None, on_batch: Callable[[list[str]], None] | None = None) -> dict | None:
     """Evaluate; the results dict (None on processes other than rank 0)."""
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, [("--model", base), *[("--adapter", a) for a in adapters],
+                                     *[(f"benchmark {b.name} source", b.source) for b in suite.benchmarks]],
+                           command="eval")
     is_vlm = check_model_inputs(base, adapters, suite.generation)
     fp = model_fingerprint(base, adapters, suite.generation.revision, suite.generation.quantization)
     cache = GenerationCache(suite.cache or out_dir / "generations.jsonl")

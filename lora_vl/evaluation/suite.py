@@ -12,7 +12,7 @@ from typing import Literal
 from lora_vl.evaluation import judges as _judges, readers as _readers  # noqa: F401  (fill the registries)
 from lora_vl.evaluation.judges import registry as judge_registry
 from lora_vl.evaluation.readers import registry as reader_registry
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, RecipeError, field
 
 Category = Literal["text_safety", "mm_safety", "over_refusal", "helpfulness"]
 
@@ -25,8 +25,9 @@ class JudgeSpec:
                                            "'refusal'); toy_oracle: the world's judge/knowledge.json")
     revision: str | None = field(None, help="hub revision (commit/tag) of the judge model")
     quantization: Literal["none", "4bit"] = field("none", help="load the judge in 4-bit (bitsandbytes NF4)")
-    batch_size: int = field(8, help="judge prompts per generate() call")
-    max_new_tokens: int | None = field(None, help="judge output budget (default: the judge's upstream one)")
+    batch_size: int = field(8, help="judge prompts per generate() call", range=AT_LEAST_ONE)
+    max_new_tokens: int | None = field(None, help="judge output budget (default: the judge's upstream one)",
+                                           range=AT_LEAST_ONE)
     variant: str | None = field(None, help="judge-specific variant: " + judge_registry.describe_variants())
 
     def validate(self, where: str) -> None:
@@ -49,18 +50,22 @@ class BenchmarkSpec:
     split: str | None = field(None, help="hub split (reader default if unset)")
     data_files: str | None = field(None, help="hub data_files (e.g. SORRY-Bench question.jsonl)")
     subset: str | None = field(None, help="reader-specific subset: " + reader_registry.describe_subsets())
-    limit: int | None = field(None, help="seeded subset size (all items if unset; MME counts images)")
-    per_category: int | None = field(None, help="seeded subset size per item category (before limit)")
+    limit: int | None = field(None, help="seeded subset size (all items if unset; MME counts images)",
+                              range=AT_LEAST_ONE)
+    per_category: int | None = field(None, help="seeded subset size per item category (before limit)",
+                                     range=AT_LEAST_ONE)
     category: Category | None = field(None, help="study category override (reader default if unset)")
     judges: list[str] = field(default_factory=list, help="judge names (safety/over-refusal); the first "
                               "is primary; two or more report agreement and Cohen's kappa")
-    max_new_tokens: int | None = field(None, help="generation budget override for this benchmark")
+    max_new_tokens: int | None = field(None, help="generation budget override for this benchmark",
+                                       range=AT_LEAST_ONE)
 
 
 @dataclass
 class GenerationSpec:
-    batch_size: int = field(8, help="prompts per generate() call (left padding; same output as 1)")
-    max_new_tokens: int = field(256, help="greedy decoding budget per answer")
+    batch_size: int = field(8, help="prompts per generate() call (left padding; same output as 1)",
+                            range=AT_LEAST_ONE)
+    max_new_tokens: int = field(256, help="greedy decoding budget per answer", range=AT_LEAST_ONE)
     quantization: Literal["none", "4bit"] = field("none", help="load the evaluated LLM in 4-bit")
     device: str | None = field(None, help="torch device (auto: cuda if available else cpu)")
     backend: Literal["hf", "vllm"] = field("hf", help="hf: transformers generate; vllm: optional extra")
@@ -72,7 +77,8 @@ class GenerationSpec:
 class Suite:
     name: str = field(help="suite name, written into results")
     seed: int = field(0, help="seed for subsets and bootstrap CIs")
-    bootstrap: int = field(1000, help="bootstrap resamples for CIs of non-rate scores (MME score)")
+    bootstrap: int = field(1000, help="bootstrap resamples for CIs of non-rate scores (MME score)",
+                           range=AT_LEAST_ONE)
     generation: GenerationSpec = field(default_factory=GenerationSpec, help="how answers are generated")
     judges: list[JudgeSpec] = field(default_factory=list, help="judges available to benchmarks")
     benchmarks: list[BenchmarkSpec] = field(default_factory=list, help="benchmarks to run")

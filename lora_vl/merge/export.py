@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from lora_vl.artifacts import atomic_dir
-from lora_vl.handoff import make_manifest, write_manifest
+from lora_vl.handoff import check_output, make_manifest, write_manifest
 from lora_vl.merge.io import AdapterFile, MergeError, adapter_config, read_adapter, write_adapter
 from lora_vl.models.load import DTYPES, skips_quantization
 
@@ -98,9 +98,8 @@ def write_lora_only(adapter: Path, directory: Path, base_dir: Path) -> None:
 
 def export(adapter: str, base: str, output: str, fmt: str = "full", fold_into: str = "original",
            dtype: str = "bfloat16", overwrite: bool = False, allow_other_base: bool = False) -> Path:
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise MergeError(f"{out}: already exists; pass --overwrite to replace it")
+    out = check_output(output, [("adapter", adapter), ("base", base)], command="merge export",
+                       replaces=("exported_checkpoint",), overwrite=overwrite, overwrite_flag="--overwrite")
     af = AdapterFile(adapter)
     if not allow_other_base:  # --allow-other-base: the same model stored elsewhere
         af.adapter.check_base(base)

@@ -67,12 +67,6 @@ class Adapter:
     path: Path | None = None
 
 
-def _check_finite(t: torch.Tensor, where: str) -> torch.Tensor:
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        raise MergeError(f"{where}: tensor holds NaN or Inf values; expected finite weights")
-    return t
-
-
 class AdapterFile:
     """A lazily read adapter dir: the config and the key index are read at once, tensors on demand.
 
@@ -130,7 +124,7 @@ class AdapterFile:
                 ts = [f.get_tensor(k) for k in keys]
         except (SafetensorError, OSError) as e:
             raise MergeError(f"{self.weights_path}: cannot read {', '.join(map(repr, keys))}: {e}") from e
-        return [_check_finite(t, f"{self.weights_path}: {k!r}") for k, t in zip(keys, ts)]
+        return ts  # finite values checked when the file was opened (`open_adapter`)
 
     def module_scale(self, module: str, rank: int) -> float:
         """PEFT's scaling for this module: alpha/r, or alpha/sqrt(r) with rsLoRA."""

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from lora_vl.merge import algebra, dense  # noqa: F401  (the methods register themselves)
 from lora_vl.merge.methods import METHODS, describe
 from lora_vl.merge.schedule import parse_layers
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, NON_NEGATIVE, UNIT_INTERVAL, RecipeError, field
 
 
 @dataclass
@@ -44,12 +44,13 @@ class MergeRecipe:
     method: str = field("sum", help="merge method; dense methods merge per module and factor back to "
                         "`rank`. One of: " + describe())
     rank: int | None = field(None, help="target rank: SVD-compress the result (sum: default none = exact; "
-                             "dense methods: default the largest input rank of the module)")
-    density: float = field(0.5, help="ties/dare/dare_ties/magnitude: fraction of entries kept (0 < d <= 1)")
+                             "dense methods: default the largest input rank of the module)", range=AT_LEAST_ONE)
+    density: float = field(0.5, help="ties/dare/dare_ties/magnitude: fraction of entries kept",
+                          range=UNIT_INTERVAL)
     seed: int = field(0, help="seed of DARE's random drop and of the randomized SVD")
     svd: Literal["auto", "exact", "randomized"] = field(
         "auto", help="dense methods: how to factor back (randomized for large modules; error is reported)")
-    svd_niter: int = field(4, help="power iterations of the randomized SVD")
+    svd_niter: int = field(4, help="power iterations of the randomized SVD", range=NON_NEGATIVE)
     modules_to_save: str = field("average", help="projector & other saved modules: 'average' (weighted by "
                                  "the positive input weights), 'none', or an input name / index to copy")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
@@ -69,10 +70,6 @@ class MergeRecipe:
         if self.weights is not None and len(self.weights) != len(self.inputs):
             raise RecipeError(f"{where}.weights: {len(self.weights)} value(s) for {len(self.inputs)} "
                               "input(s); expected one weight per input")
-        if not 0.0 < self.density <= 1.0:
-            raise RecipeError(f"{where}.density: expected 0 < density <= 1, got {self.density}")
-        if self.rank is not None and self.rank < 1:
-            raise RecipeError(f"{where}.rank: expected a positive integer, got {self.rank}")
         names = self.input_names
         if len(set(names)) != len(names):
             raise RecipeError(f"{where}.inputs: names {names} are not unique; set inputs[].name")

@@ -10,7 +10,7 @@ from typing import Iterator
 import torch
 
 from lora_vl.artifacts import atomic_dir, atomic_write_json, fingerprint_files
-from lora_vl.handoff import make_manifest, same_location, write_manifest
+from lora_vl.handoff import MANIFEST, check_output as check_output_folder, make_manifest, same_location, write_manifest
 from lora_vl.merge import dense
 from lora_vl.merge.algebra import compress
 from lora_vl.merge.io import (CONFIG, WEIGHTS, AdapterFile, LoraFactors, MergeError, adapter_config, write_config,
@@ -240,16 +240,12 @@ def merge_into(directory: Path, recipe: MergeRecipe, files: list[AdapterFile],
     return result
 
 
-def check_output(recipe: MergeRecipe, files: list[AdapterFile] | None = None) -> Path:
-    """Refuse before any work: an existing output without overwrite, or an output that is an input."""
-    out = Path(recipe.output)
-    if out.exists() and not recipe.overwrite:
-        what = "an adapter" if (out / WEIGHTS).exists() or (out / CONFIG).exists() else "something"
-        raise MergeError(f"{out}: already holds {what}; set overwrite=true to replace it")
-    for inp in recipe.inputs:
-        if same_location(inp.path, out):
-            raise MergeError(f"{out}: output is also an input ({inp.path}); choose another output")
-    return out
+def check_output(recipe: MergeRecipe, replaces: str = "merged_adapter", marker: str = MANIFEST) -> Path:
+    """Refuse before any work an output that overlaps an input, or an existing folder that is not
+    a previous output of this kind (`replaces`, read from `marker`) replaced with overwrite."""
+    inputs = [(f"merge input {name}", inp.path) for name, inp in zip(recipe.input_names, recipe.inputs)]
+    return check_output_folder(recipe.output, inputs, command="merge", replaces=(replaces,),
+                               overwrite=recipe.overwrite, marker=marker)
 
 
 def run(recipe: MergeRecipe) -> Path:

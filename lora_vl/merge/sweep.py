@@ -61,7 +61,7 @@ def point_recipe(data: dict, values: dict[str, Any], output: Path, where: str) -
 def run_sweep(data: dict, grid: dict[str, list[Any]], where: str) -> Path:
     """Write every grid point under data['output'] (atomically, as one folder) and the index."""
     base = build(MergeRecipe, {**data, "sweep": {}}, where=where)
-    out = check_output(base)
+    out = check_output(base, replaces="merge_sweep", marker=INDEX)
     points = grid_points(grid)
     recipes = [point_recipe(data, v, out / point_name(i, v), f"{where} (sweep point {v})")
                for i, v in enumerate(points)]  # build all first: a bad point fails before any work

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lora_vl.errors import InputError
-from lora_vl.handoff import lora_config
+from lora_vl.handoff import check_finite, lora_config
 
 PROJECTOR = "multi_modal_projector"
 LM_PREFIX = "model.language_model."
@@ -115,6 +115,7 @@ def load_projector(model, path: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise InputError(f"{path}: not a readable safetensors file ({e}); expected stage 1's projector") from e
+    check_finite(path, state.items())
     proj = projector_module(model)
     for key, param in proj.state_dict().items():
         if key not in state:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, UNIT_INTERVAL, Range, RecipeError, field
 
 
 @dataclass
@@ -19,7 +19,7 @@ class MergeSweep:
         "ties", help="a dense merge method run beside the sweep (none: skip)")
     dense_weights: list[float] = field(default_factory=lambda: [1.0, 1.0],
                                        help="coefficients [VL, safety] of the dense merge")
-    density: float = field(0.5, help="fraction of entries the dense method keeps")
+    density: float = field(0.5, help="fraction of entries the dense method keeps", range=UNIT_INTERVAL)
 
     def validate(self, where: str) -> None:
         if len(self.weights) < 5:
@@ -32,8 +32,8 @@ class MergeSweep:
 class AnalysisSpec:
     harmful: list[str] = field(help="suite benchmarks whose (text) items are the harmful prompts")
     benign: list[str] = field(help="suite benchmarks whose (text) items are the benign prompts")
-    limit: int | None = field(200, help="at most this many prompts per side")
-    batch_size: int = field(16, help="prompts per forward pass")
+    limit: int | None = field(200, help="at most this many prompts per side", range=AT_LEAST_ONE)
+    batch_size: int = field(16, help="prompts per forward pass", range=AT_LEAST_ONE)
     merge_weight: float | None = field(None, help="which sweep point is 'the merged model' of the analysis "
                                        "(default: the middle coefficient of the sweep)")
 
@@ -51,8 +51,9 @@ class StudyRecipe:
                              "stage 2; its projector is set to the seed's stage-1 projector")
     merge: MergeSweep = field(help="the merge sweep of the VL and safety adapters")
     snapshots: int = field(4, help="points of the ASR curve along stage 2 after step 0 (the last is the "
-                           "final adapter): snapshot_every = stage-2 steps // snapshots")
-    snapshot_every: int | None = field(None, help="stage-2 optimizer steps between snapshots (default: from `snapshots`)")
+                           "final adapter): snapshot_every = stage-2 steps // snapshots", range=Range(4))
+    snapshot_every: int | None = field(None, help="stage-2 optimizer steps between snapshots (default: from `snapshots`)",
+                                       range=AT_LEAST_ONE)
     analysis: AnalysisSpec | None = field(None, help="the safety-layer analysis (`lora-vl analyze`); omit to skip")
     seeds: list[int] = field(default_factory=lambda: [0], help="training seeds; the whole study runs once per seed")
     eval_overrides: list[str] = field(default_factory=list, help="key=value overrides of the suite "
@@ -61,7 +62,3 @@ class StudyRecipe:
     def validate(self, where: str) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise RecipeError(f"{where}.seeds: expected distinct seeds, got {self.seeds}")
-        if self.snapshots < 4:
-            raise RecipeError(f"{where}.snapshots: the ASR curve needs at least 4 points, got {self.snapshots}")
-        if self.snapshot_every is not None and self.snapshot_every < 1:
-            raise RecipeError(f"{where}.snapshot_every: expected >= 1, got {self.snapshot_every}")

@@ -18,8 +18,9 @@ from lora_vl.models.load import load_vlm
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
 from lora_vl.train.loop import train
-from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype, run_record,
-                                 stage_fingerprint, stage_main, write_result, write_stage_manifest)
+from lora_vl.train.stage import (check_run_output, data_provenance, ensure_base, finished, local_stamp,
+                                 pixel_dtype, run_record, stage_fingerprint, stage_main, write_result,
+                                 write_stage_manifest)
 
 
 @dataclass
@@ -97,6 +98,8 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
 
 
 def run_adapt(r: AdaptRecipe) -> Path:
+    sections = {"stage2": r.stage2.data, **({"stage1": r.stage1.data} if r.stage1 else {})}
+    check_run_output("adapt", r.output_dir, r.model, sections, [("projector", r.projector)])
     out = Path(r.output_dir)
     base = ensure_base(r.model, out)
     projector = Path(r.projector) if r.projector else None

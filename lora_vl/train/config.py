@@ -6,7 +6,7 @@ from typing import Literal
 
 from lora_vl.data.config import DataConfig
 from lora_vl.models.templates import TEMPLATES
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, RecipeError, field
 
 
 @dataclass
@@ -32,44 +32,46 @@ class ModelConfig:
 
 @dataclass
 class LoraSettings:
-    r: int = field(128, help="LoRA rank (LLaVA-1.5 LoRA: 128)")
-    alpha: int = field(256, help="LoRA alpha (LLaVA-1.5 LoRA: 256)")
-    dropout: float = field(0.05, help="LoRA dropout")
+    r: int = field(128, help="LoRA rank (LLaVA-1.5 LoRA: 128)", range=AT_LEAST_ONE)
+    alpha: int = field(256, help="LoRA alpha (LLaVA-1.5 LoRA: 256)", range=POSITIVE)
+    dropout: float = field(0.05, help="LoRA dropout", range=FRACTION)
     rslora: bool = field(False, help="rank-stabilised scaling alpha/sqrt(r) instead of alpha/r")
 
 
 @dataclass
 class OptimConfig:
-    lr: float = field(2e-4, help="learning rate of the trained weights (LoRA, or the projector in stage 1)")
-    lr_projector: float | None = field(None, help="learning rate of the projector in LoRA stages (LLaVA-1.5 LoRA: 2e-5)")
-    weight_decay: float = field(0.0, help="AdamW weight decay")
-    warmup_ratio: float = field(0.03, help="fraction of steps for linear warm-up")
+    lr: float = field(2e-4, help="learning rate of the trained weights (LoRA, or the projector in stage 1)",
+                     range=POSITIVE)
+    lr_projector: float | None = field(None, help="learning rate of the projector in LoRA stages (LLaVA-1.5 LoRA: 2e-5)",
+                                       range=POSITIVE)
+    weight_decay: float = field(0.0, help="AdamW weight decay", range=NON_NEGATIVE)
+    warmup_ratio: float = field(0.03, help="fraction of steps for linear warm-up", range=FRACTION)
     scheduler: Literal["cosine", "linear", "constant_with_warmup"] = field("cosine", help="LR schedule")
-    epochs: float = field(1.0, help="passes over the data")
-    max_steps: int | None = field(None, help="stop after this many optimizer steps (overrides epochs)")
-    micro_batch_size: int = field(1, help="samples per forward pass")
+    epochs: float = field(1.0, help="passes over the data", range=POSITIVE)
+    max_steps: int | None = field(None, help="stop after this many optimizer steps (overrides epochs; null: by epochs)",
+                                   range=AT_LEAST_ONE)
+    micro_batch_size: int = field(1, help="samples per forward pass", range=AT_LEAST_ONE)
     global_batch_size: int = field(128, help="samples per optimizer step, over all processes (reached by "
-                                   "gradient accumulation; with N processes each accumulates 1/N of it)")
-    grad_clip: float = field(1.0, help="max gradient norm (0 = off)")
+                                   "gradient accumulation; with N processes each accumulates 1/N of it); a multiple of micro_batch_size",
+                                   range=AT_LEAST_ONE)
+    grad_clip: float = field(1.0, help="max gradient norm (0 = off)", range=NON_NEGATIVE)
     loss_average: Literal["token", "micro_batch"] = field(
         "token", help="token: a step's loss is the mean over all its labelled tokens (HF Trainer); "
         "micro_batch: the mean of per-micro-batch means (weights short and long micro-batches alike)")
     optimizer: Literal["adamw", "paged_adamw_8bit"] = field("adamw", help="paged_adamw_8bit (bitsandbytes) saves GPU memory")
     group_by_length: bool = field(True, help="batch samples of similar length together")
-    save_every: int = field(50, help="checkpoint every N optimizer steps (resumable)")
-    keep_checkpoints: int = field(2, help="how many recent checkpoints to keep")
+    save_every: int = field(50, help="checkpoint every N optimizer steps (resumable)",
+                          range=AT_LEAST_ONE)
+    keep_checkpoints: int = field(2, help="how many recent checkpoints to keep", range=AT_LEAST_ONE)
     snapshot_every: int | None = field(None, help="also write a loadable adapter every N optimizer steps "
-                                       "(OUTPUT_DIR/snapshots/<stage>/step-N): curves over training")
+                                       "(OUTPUT_DIR/snapshots/<stage>/step-N): curves over training",
+                                       range=AT_LEAST_ONE)
     seed: int = field(0, help="seed for init, dropout and batch order")
 
     def validate(self, where: str) -> None:
         if self.global_batch_size % self.micro_batch_size:
             raise RecipeError(f"{where}.global_batch_size ({self.global_batch_size}) must be a multiple of "
                               f"micro_batch_size ({self.micro_batch_size})")
-        if self.save_every < 1:
-            raise RecipeError(f"{where}.save_every: must be >= 1")
-        if self.snapshot_every is not None and self.snapshot_every < 1:
-            raise RecipeError(f"{where}.snapshot_every: must be >= 1 (or null for none)")
 
 
 @dataclass

@@ -230,6 +230,10 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
                 progress["skipped"] += 1
                 bar.update(1)
                 continue
+            if not math.isfinite(done[0]):  # before the update: the last checkpoint stays the last good state
+                raise InputError(f"{desc}: the loss at step {step + 1} is {done[0]} (not finite); stopped before "
+                                 f"the update, last good checkpoint kept in {ckpt_dir}. Lower the learning rate "
+                                 "or check the parent adapter's and the data's values")
             sync_gradients(trainable)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)

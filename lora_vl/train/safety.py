@@ -30,13 +30,14 @@ from lora_vl.data.config import DataConfig
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
 from lora_vl.models.lora import attach_adapters
-from lora_vl.recipe import RecipeError, field
+from lora_vl.recipe import POSITIVE, Range, RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig, StageConfig
 from lora_vl.train.loop import TokenLoss, train
 from lora_vl.train.dpo import DpoLoss
 from lora_vl.train.preference import PairSet
-from lora_vl.train.stage import (data_provenance, ensure_base, finished, local_stamp, pixel_dtype, run_record,
-                                 stage_fingerprint, stage_main, write_result, write_stage_manifest)
+from lora_vl.train.stage import (check_run_output, data_provenance, ensure_base, finished, local_stamp,
+                                 pixel_dtype, run_record, stage_fingerprint, stage_main, write_result,
+                                 write_stage_manifest)
 
 SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the output folder
 
@@ -45,18 +46,16 @@ SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the o
 class DpoConfig:
     data: DataConfig = field(help="preference pairs: sources of format spa_vl / pku_saferlhf")
     optim: OptimConfig = field(default_factory=OptimConfig, help="optimisation of the DPO stage")
-    beta: float = field(0.1, help="DPO temperature β: how far the policy may move from the reference")
+    beta: float = field(0.1, help="DPO temperature β: how far the policy may move from the reference",
+                        range=POSITIVE)
     loss: Literal["sigmoid", "ipo"] = field("sigmoid", help="sigmoid = DPO; ipo = identity preference optimisation")
-    label_smoothing: float = field(0.0, help="conservative DPO ε (sigmoid loss only)")
+    label_smoothing: float = field(0.0, help="conservative DPO ε (sigmoid loss only)",
+                                   range=Range(0, 0.5, high_open=True))
 
     def validate(self, where: str) -> None:
         if self.data.chat_format != "model":
             raise RecipeError(f"{where}.data.chat_format: DPO pairs are chat turns; expected 'model', "
                               f"got {self.data.chat_format!r}")
-        if self.beta <= 0:
-            raise RecipeError(f"{where}.beta: must be > 0, got {self.beta}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise RecipeError(f"{where}.label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
 
 
 @dataclass
@@ -135,6 +134,8 @@ def build_training(r: SafetyRecipe, base, parent: Path):
 
 
 def run_safety(r: SafetyRecipe) -> Path:
+    check_run_output("safety", r.output_dir, r.model, {r.method: getattr(r, r.method).data},
+                     [("parent adapter", r.parent)])
     out = Path(r.output_dir)
     base = ensure_base(r.model, out)
     parent = check_parent(r.parent, base)

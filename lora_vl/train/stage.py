@@ -9,7 +9,7 @@ from typing import Callable
 from lora_vl import distributed as dist
 from lora_vl.artifacts import atomic_dir, fingerprint_files, fingerprint_obj
 from lora_vl.errors import InputError
-from lora_vl.handoff import make_manifest, read_manifest, write_manifest
+from lora_vl.handoff import check_output, make_manifest, read_manifest, write_manifest
 from lora_vl.data.config import DataConfig
 from lora_vl.models.compose import ComposeSpec, compose, save_composed
 from lora_vl.recipe import describe, load_recipe
@@ -34,6 +34,18 @@ def local_stamp(path) -> str | None:
                              f.stat().st_mtime_ns) for f in files])
 
 
+def check_run_output(command: str, output_dir: str, model: ModelConfig, sections: dict[str, DataConfig],
+                     inputs: list[tuple[str, str | None]] = ()) -> None:
+    """A training run's output folder overlaps none of its inputs: the base or the LM and encoder
+    it is composed from, each data file and image folder, and `inputs` (parent, projector)."""
+    given = [("model.base", model.base), ("model.lm", model.lm), ("model.vision", model.vision), *inputs]
+    for name, data in sections.items():
+        for i, src in enumerate(data.sources):
+            given += [(f"{name}.data.sources[{i}].path", src.path),
+                      (f"{name}.data.sources[{i}].image_folder", src.image_folder)]
+    check_output(output_dir, given, command=command)
+
+
 def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
     """The Llava checkpoint a run trains on: given, or composed once and reused."""
     if model.base is not None:
@@ -49,6 +61,7 @@ def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
                              f"{wanted} (a local LM or encoder that was rebuilt counts as different); "
                              "set model.base_dir to another folder or remove it")
         return base_dir
+    check_output(base_dir, [("model.lm", model.lm), ("model.vision", model.vision)], command="compose")
     if dist.is_main():
         llava, processor = compose(ComposeSpec(**spec))
         save_composed(llava, processor, base_dir, make_manifest("base", recipe={}, compose=wanted))

@@ -5,7 +5,7 @@ Importing this package imports every reader module, which fills the registry.
 """
 from __future__ import annotations
 
-from lora_vl.evaluation.items import EvalItem, per_category_subset, seeded_subset
+from lora_vl.evaluation.items import BenchmarkError, EvalItem, per_category_subset, seeded_subset
 from lora_vl.evaluation.readers import helpfulness, mm_safety, over_refusal, text_safety, vqa  # noqa: F401
 from lora_vl.evaluation.readers.registry import READERS
 
@@ -19,7 +19,13 @@ def study_category(spec) -> str:
 
 def read_benchmark(spec, seed: int) -> list[EvalItem]:
     """All items of `spec`, then the seeded subset it asks for (per category first, then total)."""
-    items = READERS[spec.reader].read(spec)
+    reader = READERS[spec.reader]
+    items = reader.read(spec)
+    if not items:  # a typo in a selector reads as "0 items" and would score nothing
+        chosen = ", ".join(f"{k} {getattr(spec, k)!r}" for k in ("subset", "config", "split", "data_files")
+                           if getattr(spec, k) is not None) or "the default selection"
+        raise BenchmarkError(f"{spec.name}: {chosen} selects no items from {spec.source}; expected a selection "
+                             f"with items (reader {spec.reader!r} subsets: {reader.subsets or 'none'})")
     items = per_category_subset(items, spec.per_category, seed)
     return seeded_subset(items, spec.limit, seed)
 
