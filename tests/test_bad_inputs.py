@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -221,6 +222,13 @@ def earlier_results(benchmarks):
     return make
 
 
+def nan_projector(r: dict) -> None:
+    """Point an adapt recipe at a projector file holding NaN (in the case folder)."""
+    path = Path(r["output_dir"]).parent / "projector.safetensors"
+    save_file({"linear_1.weight": torch.full((2, 2), float("nan"))}, path)
+    r["projector"] = str(path)
+
+
 def merge_into_input_folder(case, world):
     """Inputs in case/inputs/{a,b}; the output (with overwrite) is case/inputs itself."""
     shutil.copytree(world["vl"], case / "inputs/a")
@@ -365,6 +373,7 @@ CASES = [
     ("safety-parent-nan", safety(parent=nan_adapter), "vl/adapter_model.safetensors: tensor 'base_model.model."),
     ("eval-adapter-nan-keeps-results", earlier_results(XSTEST), "holds 1 NaN/Inf value(s)"),
     ("eval-adapter-rank-mismatch", eval_case(lambda c: XSTEST, adapter=rank_mismatch_adapter), "has rank 2, but"),
+    ("projector-nan", recipe_change(nan_projector), "projector.safetensors: tensor 'linear_1.weight' holds 4 NaN/Inf"),
     ("merge-input-nan", merge_case(lambda c, w: [nan_adapter(c, w), w["vl"]]), "NaN/Inf"),
     # selections that select nothing
     ("eval-subset-typo", eval_case(lambda c: [dict(XSTEST[0], subset="saef")]), "x: subset 'saef' selects no items from"),

@@ -58,6 +58,19 @@ def test_hf_messages_reader_with_structured_content(tmp_path):
     assert len(s.images) == 1 and isinstance(s.images[0], Image.Image)
 
 
+def test_jsonl_image_paths_are_relative_to_the_jsonl_folder(tmp_path, monkeypatch):
+    """A relative image path in a JSONL file means the file's folder, wherever the command runs."""
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (16, 16), "red").save(tmp_path / "data/dot.png")
+    row = {"messages": [{"role": "user", "content": "<image>\nWhat?"}, {"role": "assistant", "content": "A dot."}],
+           "images": ["dot.png"]}
+    (tmp_path / "data/chat.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (s,) = read_hf_messages(str(tmp_path / "data/chat.jsonl"))
+    assert s.images == [tmp_path / "data/dot.png"]
+
+
 def test_text_and_image_samples_share_a_batch(tmp_path, proc):
     data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(llava_file(tmp_path, [GOOD, TEXT])))]), proc)
     batch = collate([data[0], data[1]], proc.tokenizer.pad_token_id)

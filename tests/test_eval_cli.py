@@ -35,7 +35,7 @@ def test_help_explains_suite_keys(capsys):
         main(["eval", "--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    assert "generation.batch_size [int]" in text and "benchmarks[].subset" in text
+    assert "generation.batch_size [int, >= 1]" in text and "benchmarks[].subset" in text
 
 
 def test_cli_errors_name_the_problem(tiny_world, tmp_path, capsys):

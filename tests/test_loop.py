@@ -16,7 +16,8 @@ from lora_vl.models.load import load_vlm
 from lora_vl.train.adapt import AdaptRecipe, run_adapt
 from lora_vl.recipe import load_recipe
 from lora_vl.train.config import LoraSettings, OptimConfig
-from lora_vl.train.loop import train
+from lora_vl.errors import InputError
+from lora_vl.train.loop import TokenLoss, latest_checkpoint, train
 from tests.helpers import adapt_recipe
 
 
@@ -148,3 +149,27 @@ def test_backward_never_enters_the_frozen_vision_tower(tiny_bases, toy_world, qu
     model(**batch).loss.backward()
     assert needs_grad and not any(needs_grad)
     assert any(p.grad is not None for n, p in model.named_parameters() if "multi_modal_projector" in n and p.requires_grad)
+
+
+class NanAtSecondStep(TokenLoss):
+    """The token loss, except that the second step's is NaN (as a diverging run's becomes)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model, batch, num_items):
+        self.calls += 1
+        loss = super().__call__(model, batch, num_items)
+        return loss * float("nan") if self.calls == 2 else loss
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_bases, toy_world, tmp_path):
+    model, proc = fp32_lora(tiny_bases[("llama", "clip")])
+    data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(toy_world["instruct"]),
+                                                   num_samples=4)], max_length=512), proc)
+    cfg = OptimConfig(lr=1e-3, max_steps=3, micro_batch_size=1, global_batch_size=1, save_every=1)
+    with pytest.raises(InputError, match=r"the loss at step 2 is nan \(not finite\); stopped before the update"):
+        train(model, L.param_groups(model, 1e-3, 1e-3), data, cfg, ckpt_dir=tmp_path / "ck", tb_dir=tmp_path / "tb",
+              fingerprint="nan", desc="nan run", loss_fn=NanAtSecondStep())
+    assert latest_checkpoint(tmp_path / "ck").name == "step-1"  # the last good state, nothing after it
+    assert all(torch.isfinite(p).all() for p in model.parameters() if p.requires_grad)  # no NaN update applied

@@ -1,4 +1,5 @@
 """Bad inputs: each gets an error naming the file/module/key; nothing existing is overwritten."""
+import hashlib
 import json
 
 import pytest
@@ -87,3 +88,22 @@ def test_rank_mismatch_between_config_and_file(tmp_path, pair):
     with pytest.raises(HandoffError, match=r"tensor 'base_model.model.model.layers.0.mlp.up_proj.lora_A.weight' "
                        r"has rank 2, but .*a/adapter_config.json says r=1"):
         run(recipe(tmp_path, pair))
+
+
+def tree_hashes(root):
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("output", ["inputs", "inputs/a", "inputs/a/inner"])
+def test_merge_into_a_folder_holding_its_inputs_leaves_them_byte_identical(tmp_path, output):
+    """Output = the folder of the inputs, an input, or a folder inside one: refused with overwrite
+    on, before anything is written; every input byte is as it was."""
+    a = synthetic_adapter(tmp_path / "inputs/a", MODS, seed=1)
+    b = synthetic_adapter(tmp_path / "inputs/b", MODS, seed=2)
+    before = tree_hashes(tmp_path)
+    r = build(MergeRecipe, {"inputs": [{"path": str(a)}, {"path": str(b)}], "output": str(tmp_path / output),
+                            "overwrite": True})
+    with pytest.raises(HandoffError, match=r"the output (contains|is) the merge input|lies inside"):
+        run(r)
+    assert tree_hashes(tmp_path) == before

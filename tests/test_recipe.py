@@ -68,3 +68,10 @@ def test_shipped_adapt_recipes_are_valid(path):
     if "paper" in path:   # LLaVA-1.5 LoRA settings
         assert (r.lora.r, r.lora.alpha, r.stage2.optim.lr, r.stage2.optim.lr_projector) == (128, 256, 2e-4, 2e-5)
         assert r.stage2.optim.global_batch_size == 128 and r.stage1.optim.lr == 1e-3
+
+
+def test_help_shows_each_numeric_range():
+    text = describe(AdaptRecipe)
+    for line in ("stage2.optim.lr [float, > 0]", "lora.dropout [float, in [0, 1)]",
+                 "stage2.optim.max_steps [int or NoneType, >= 1]", "stage2.optim.weight_decay [float, >= 0]"):
+        assert line in text, line
