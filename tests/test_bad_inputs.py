@@ -381,6 +381,8 @@ CASES = [
     ("jsonl-not-utf8", recipe_change(lambda r: r["stage2"]["data"]["sources"][0].update(
         format="hf_messages", path=str(write(Path(r["output_dir"]).parent, "chat.jsonl", b'{"messages": "' + NOT_UTF8 + b'"}\n'))),
      ), "chat.jsonl: not UTF-8 text"),
+    ("eval-csv-not-utf8", eval_case(lambda c: [dict(XSTEST[0], source=str(write(c, "xs/xstest_prompts.csv",
+        b"id,prompt,type,label,focus,note\n1," + NOT_UTF8 + b",homonyms,safe,x,y\n")))]), "xstest_prompts.csv: not UTF-8 text"),
     ("record-starts-with-assistant", with_data([{"id": "r9", "conversations": [{"from": "gpt", "value": "Hi"}, {"from": "human", "value": "Hello"}]}]),
      "record 'r9': the conversation starts with an assistant turn"),
     ("image-is-a-directory", lambda w, c: (c.joinpath("imgdir").mkdir(), with_data([dict(GOOD, image="imgdir")])(w, c))[1],

@@ -44,7 +44,7 @@ def image_path(value: str, folder: Path | None, where: str) -> Path:
 
 
 def check_utf8(path: Path) -> None:
-    """A JSON/JSONL file is UTF-8 text (pyarrow's own error names neither the file nor the byte);
+    """A JSON/JSONL/CSV file is UTF-8 text (pyarrow's own error names neither the file nor the byte);
     decoded incrementally, so a large file is never held whole."""
     decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
     with open(path, "rb") as f:
@@ -53,12 +53,12 @@ def check_utf8(path: Path) -> None:
                 decoder.decode(chunk)
             except UnicodeDecodeError as e:
                 raise BadRecord(f"{path}: not UTF-8 text ({e.reason} at byte {offset + e.start}); expected "
-                                "UTF-8 JSON lines") from e
+                                "a UTF-8 text file") from e
             offset += len(chunk)
     try:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError as e:
-        raise BadRecord(f"{path}: not UTF-8 text (truncated character at the end); expected UTF-8 JSON") from e
+        raise BadRecord(f"{path}: not UTF-8 text (truncated character at the end); expected a UTF-8 text file") from e
 
 
 def load_hf(path: str, split: str, revision: str | None):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lora_vl.data.sources import check_utf8
 from lora_vl.evaluation.items import BenchmarkError
 
 # Gated hub datasets: where to ask for access (their dataset cards).
@@ -53,6 +54,8 @@ def load_local(path: Path, benchmark: str) -> list[dict]:
     kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
     if builder == "csv":
         kwargs["keep_default_na"] = False  # empty cells stay '' instead of NaN (MMBench options)
+    if builder in ("json", "csv"):
+        check_utf8(path)
     import datasets
 
     try:
