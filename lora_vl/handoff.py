@@ -109,7 +109,8 @@ def _check_writable(output: Path) -> None:
 def _check_not_inside_run(output: Path) -> None:
     """An output never goes inside another run's checkpoint or adapter folder."""
     for folder in [p for p in output.absolute().parents if p.exists()]:
-        what = "a training checkpoint" if (folder / "state.json").is_file() else \
+        checkpoint = folder.name.startswith("step-") and (folder / "state.json").is_file()
+        what = "a training checkpoint" if checkpoint else \
             "an adapter" if (folder / ADAPTER_CONFIG).is_file() else None
         if what:
             raise HandoffError(f"{output}: lies inside {folder}, {what} of another run; choose an output "

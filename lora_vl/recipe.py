@@ -8,6 +8,7 @@ before anything loads. `describe` renders the schema (ranges included) for `--he
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -31,6 +32,8 @@ class Range:
     high_open: bool = False
 
     def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):  # NaN compares False with every bound; inf means nothing here
+            return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         return self.high is None or (value < self.high if self.high_open else value <= self.high)

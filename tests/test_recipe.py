@@ -75,3 +75,9 @@ def test_help_shows_each_numeric_range():
     for line in ("stage2.optim.lr [float, > 0]", "lora.dropout [float, in [0, 1)]",
                  "stage2.optim.max_steps [int or NoneType, >= 1]", "stage2.optim.weight_decay [float, >= 0]"):
         assert line in text, line
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-0.0001"])
+def test_a_learning_rate_outside_its_range_is_refused_with_its_key(tmp_path, value):
+    with pytest.raises(RecipeError, match=r"stage2\.optim\.lr: expected a value > 0, got"):
+        load_recipe(AdaptRecipe, write(tmp_path, MINIMAL), [f"stage2.optim.lr={value}"])
