@@ -103,15 +103,29 @@ def test_base_llm_skips_image_benchmarks(tiny_world, tmp_path):
     assert status["xstest"] == "ok" and status["vlguard"].startswith("skipped: image benchmark")
 
 
-def test_broken_image_item_is_skipped_and_named(tiny_world, tmp_path):
-    data = tmp_path / "vg"
-    shutil.copytree(FIXTURES / "vlguard", data)
-    (data / "test" / "safe" / "1.png").write_bytes(b"broken")
-    s = suite(benchmarks=[dict(BENCHES[1], source=str(data))])
+def test_skipped_items_are_counted_and_too_many_fail_the_benchmark(tiny_world, tmp_path, capsys):
+    """vlguard: its one item unreadable, over the default max_skipped (1%) -> failed, no numbers;
+    figstep: 1 of 3 unreadable, within its own max_skipped 0.5 -> ok, the skip shown beside n."""
+    vg, fs = tmp_path / "vg", tmp_path / "fs"
+    shutil.copytree(FIXTURES / "vlguard", vg)
+    shutil.copytree(FIXTURES / "figstep", fs)
+    (vg / "test" / "safe" / "1.png").write_bytes(b"broken")
+    next(fs.rglob("query_ForbidQI_1_2_6.png")).write_bytes(b"broken too")
+    s = suite(benchmarks=[dict(BENCHES[1], source=str(vg)), dict(BENCHES[3], source=str(fs), max_skipped=0.5)])
     res = run_suite(s, str(tiny_world["llava"]), [], tmp_path / "out", device="cpu")
-    b = res["benchmarks"][0]
-    assert b["n_items"] == 0 and b["skipped_items"][0]["id"] == "safe_1#0"
-    assert "failed to load" in b["skipped_items"][0]["error"]
+    vlguard, figstep = res["benchmarks"]
+    assert (vlguard["status"], vlguard["n_items"], vlguard["n_skipped"], vlguard["metrics"]) == ("failed", 1, 1, [])
+    assert vlguard["skipped_reasons"] == [{"reason": "image data is not a readable image", "count": 1,
+                                           "items": ["safe_1#0"], "example": vlguard["skipped_reasons"][0]["example"]}]
+    assert "vlguard: 1 of 1 items skipped: 1 image data is not a readable image (items safe_1#0)" in vlguard["failure"]
+    assert "mm_safety" in res["summary"] and res["summary"]["mm_safety"]["benchmarks"] == ["figstep"]
+    assert (figstep["status"], figstep["n_items"], figstep["n_skipped"]) == ("ok", 3, 1)
+    assert figstep["metrics"][0]["n"] == 2 and res["summary"]["mm_safety"]["skipped"] == 1
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| mm_safety | figstep | asr | all |" in md and "| 2 | 1 |" in md  # n, then skipped
+    assert "## Failed benchmarks" in md and "safe_1#0" in md
+    err = capsys.readouterr().err
+    assert err.count("ForbidQI_1_2") == 1 and "within max_skipped 0.5" in err  # one line per benchmark
 
 
 def test_adapter_base_mismatch(tiny_world, tmp_path):
@@ -140,4 +154,4 @@ def test_model_judge_unparsed_output_is_never_safe(tiny_world, tmp_path):
     lg = next(m for m in res["benchmarks"][0]["metrics"] if m["judge"] == "lg" and m["group"] is None)
     assert lg["unparsed"] == 1 and lg["n"] == 0 and lg["value"] is None
     assert "text_safety" not in res["summary"]  # no silent switch to the second judge
-    assert "| asr | all | – | – | 0 | 1 | lg |" in (tmp_path / "results.md").read_text()
+    assert "| asr | all | – | – | 0 | 0 | 1 | lg |" in (tmp_path / "results.md").read_text()  # n, skipped, unparsed

@@ -4,7 +4,6 @@ The model is loaded only if some item is missing, so a re-judge or re-report nev
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 from lora_vl.evaluation.cache import GenerationCache, prompt_hash
@@ -23,15 +22,16 @@ def missing(cache: GenerationCache, fp: str, items: list[EvalItem], max_new: int
 
 
 def encode_all(em, items: list[EvalItem]) -> tuple[list[EvalItem], list[dict], list[dict]]:
-    """(encodable items, their prompts, errors) — a broken image skips its item, named."""
+    """(encodable items, their prompts, errors) — a broken image skips its item: the error names
+    it, and its `reason` is shared by every item failing the same way (the run reports skips
+    grouped by reason, once per benchmark, not one warning per item)."""
     ok, prompts, errors = [], [], []
     for it in items:
         try:
             prompts.append(encode_item(em, it))
             ok.append(it)
         except (BenchmarkError, ValueError) as e:
-            print(f"warning: skipping {it.benchmark} item {it.id}: {e}", file=sys.stderr)
-            errors.append({"id": it.id, "error": str(e)})
+            errors.append({"id": it.id, "error": str(e), "reason": getattr(e, "reason", type(e).__name__)})
     return ok, prompts, errors
 
 

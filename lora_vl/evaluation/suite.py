@@ -55,6 +55,8 @@ class BenchmarkSpec:
     judges: list[str] = field(default_factory=list, help="judge names (safety/over-refusal); the first "
                               "is primary; two or more report agreement and Cohen's kappa")
     max_new_tokens: int | None = field(None, help="generation budget override for this benchmark")
+    max_skipped: float | None = field(None, help="share of this benchmark's items that may be skipped "
+                                      "(unreadable image, ...) before it fails (default: the suite's)")
 
 
 @dataclass
@@ -77,8 +79,14 @@ class Suite:
     judges: list[JudgeSpec] = field(default_factory=list, help="judges available to benchmarks")
     benchmarks: list[BenchmarkSpec] = field(default_factory=list, help="benchmarks to run")
     cache: str | None = field(None, help="generation cache JSONL (default: <out>/generations.jsonl)")
+    max_skipped: float = field(0.01, help="share of a benchmark's items that may be skipped (unreadable "
+                               "image, ...); above it the benchmark is 'failed' and its numbers unused")
 
     def validate(self, where: str) -> None:
+        for key, value in [("max_skipped", self.max_skipped)] + [
+                (f"benchmarks[{i}].max_skipped", b.max_skipped) for i, b in enumerate(self.benchmarks)]:
+            if value is not None and not 0 <= value <= 1:
+                raise RecipeError(f"{where}.{key}: {value} is not a share of items; expected 0 to 1 (0.01 = 1%)")
         judge_names = [j.name for j in self.judges]
         if len(set(judge_names)) != len(judge_names):
             raise RecipeError(f"{where}.judges: duplicate judge names {judge_names}")
