@@ -14,6 +14,7 @@ import datasets
 import pytest
 from eval_helpers import FIXTURES, spec, tiny_world, write_parquet  # noqa: F401  (session fixture)
 
+from lora_vl.evaluation import respond
 from lora_vl.evaluation.items import BenchmarkError, EvalItem, load_image
 from lora_vl.evaluation.readers import read_benchmark
 from lora_vl.evaluation.run import run_suite
@@ -157,11 +158,18 @@ def test_mossbench_clone(photos, tmp_path):
     assert_all_load(read("mossbench", tmp_path), sizes)
 
 
-def test_tsv_with_index_references_evaluates_every_row(photos, tiny_world, tmp_path):
+def test_tsv_with_index_references_evaluates_every_row(photos, tiny_world, tmp_path, monkeypatch):
+    """Every row answered, and images decoded slice by slice as generation reaches them."""
     sizes = mmbench_tsv(tmp_path / "mmb" / "mmbench_dev_en.tsv", photos, refs={4: 1, 5: 2})
+    events = []
+    real_encode = respond.encode_item
+    monkeypatch.setattr(respond, "ENCODE_AHEAD", 2)
+    monkeypatch.setattr(respond, "encode_item", lambda em, it: events.append("encode") or real_encode(em, it))
     suite = build(Suite, {"name": "t", "generation": {"batch_size": 3, "max_new_tokens": 2},
                           "benchmarks": [{"name": "mmb", "reader": "mmbench", "source": str(tmp_path / "mmb")}]})
-    res = run_suite(suite, str(tiny_world["llava"]), [], tmp_path / "out", device="cpu")
+    res = run_suite(suite, str(tiny_world["llava"]), [], tmp_path / "out", device="cpu",
+                    on_batch=lambda ids: events.append(f"answered {len(ids)}"))
     b = res["benchmarks"][0]
     assert (b["status"], b["n_items"], b["n_skipped"], b["metrics"][0]["n"]) == ("ok", len(sizes), 0, len(sizes))
     assert json.loads((tmp_path / "out" / "results.json").read_text())["summary"]["helpfulness"]["n"] == len(sizes)
+    assert events == ["encode", "encode", "answered 2"] * 3
