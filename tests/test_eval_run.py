@@ -1,13 +1,17 @@
 """Whole runs on the tiny Llava: the cache resumes after a crash, re-judging never regenerates,
 bad inputs get named errors, and results carry judge / n / seed / CI beside every number."""
+import dataclasses
 import json
 import shutil
 
 import pytest
+import yaml
 from eval_helpers import FIXTURES, tiny_world  # noqa: F401  (session fixture)
 
 from lora_vl.evaluation import run as run_mod
+from lora_vl.cli import main
 from lora_vl.evaluation.cache import GenerationCache
+from lora_vl.evaluation.report import render
 from lora_vl.handoff import HandoffError
 from lora_vl.evaluation.run import run_suite
 from lora_vl.evaluation.suite import Suite
@@ -126,6 +130,24 @@ def test_skipped_items_are_counted_and_too_many_fail_the_benchmark(tiny_world, t
     assert "## Failed benchmarks" in md and "safe_1#0" in md
     err = capsys.readouterr().err
     assert err.count("ForbidQI_1_2") == 1 and "within max_skipped 0.5" in err  # one line per benchmark
+    report = render([res])
+    assert "n=2 skipped=1" in report and "## Failed benchmarks" in report and "safe_1#0" in report
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(dataclasses.asdict(s)))
+    assert main(["eval", str(suite_file), "--model", str(tiny_world["llava"]), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "n=2 skipped=1" in out and "FAILED vlguard: 1 of 1 items skipped" in out
+
+
+def test_max_skipped_is_a_share_of_the_items_read(capsys):
+    """1% of 200 items: 2 skipped is within, 3 fails; a benchmark's own max_skipped wins."""
+    s = suite()
+    for n_skipped, own, status in [(2, None, "ok"), (3, None, "failed"), (3, 0.015, "ok"), (0, 0.0, "ok")]:
+        b = run_mod.Bench(build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[2], max_skipped=own)]}).benchmarks[0],
+                          "helpfulness", items=list(range(200 - n_skipped)), max_new=4, n_read=200,
+                          errors=[{"id": str(i), "error": "e", "reason": "r"} for i in range(n_skipped)])
+        run_mod.check_skips(s, b)
+        assert (b.status, b.n_skipped, len(b.items) > 0) == (status, n_skipped, status == "ok"), (n_skipped, own)
 
 
 def test_adapter_base_mismatch(tiny_world, tmp_path):
