@@ -165,6 +165,8 @@ def test_suite_validation_names_the_key():
         build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[0], judges=["nope"])]})
     with pytest.raises(RecipeError, match=r"reader: unknown 'figsteps'"):
         build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[3], reader="figsteps")]})
+    with pytest.raises(RecipeError, match=r"benchmarks\[0\].max_skipped: 5.0 is not a share of items; expected 0 to 1"):
+        build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[3], max_skipped=5)]})
 
 
 def test_model_judge_unparsed_output_is_never_safe(tiny_world, tmp_path):
