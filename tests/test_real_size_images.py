@@ -51,6 +51,18 @@ def test_forty_photo_like_jpegs_as_base64_all_load():
     assert_all_load(items, [(336, 448)] * 40)
 
 
+@pytest.mark.parametrize("value, reason", [
+    ("a" * 300 + ".png", "not a usable image path"),                     # a name over 255 characters
+    ("not base64 " * 1000, "neither base64 image data nor a file path"),  # 11k characters
+    (base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50).decode(), "image data is not a readable image"),
+])
+def test_unreadable_image_values_are_named_with_a_reason(value, reason):
+    """No OSError from a long string reaches the user: a named BenchmarkError with a groupable reason."""
+    with pytest.raises(BenchmarkError, match=r"b item 7: image .* failed to load") as e:
+        load_image(EvalItem(id="7", prompt="?", benchmark="b", category="c", image=value))
+    assert e.value.reason == reason
+
+
 def mmbench_tsv(path, photos, refs: dict[int, int]) -> list[tuple[int, int]]:
     """mmbench_dev_en.tsv as VLMEvalKit ships it; rows in `refs` carry another row's index as image."""
     rows, sizes = [], []
