@@ -16,6 +16,7 @@ from lora_vl.handoff import HandoffError
 from lora_vl.evaluation.run import run_suite
 from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import RecipeError, build
+from lora_vl.study.report import summaries_only
 
 BENCHES = [
     {"name": "xstest", "reader": "xstest", "source": str(FIXTURES / "xstest"), "subset": "all",
@@ -130,6 +131,7 @@ def test_skipped_items_are_counted_and_too_many_fail_the_benchmark(tiny_world, t
     assert "## Failed benchmarks" in md and "safe_1#0" in md
     err = capsys.readouterr().err
     assert err.count("ForbidQI_1_2") == 1 and "within max_skipped 0.5" in err  # one line per benchmark
+    assert summaries_only(res)["mm_safety"]["benchmarks"] == ["figstep"]  # what the study's claims read
     report = render([res])
     assert "n=2 skipped=1" in report and "## Failed benchmarks" in report and "safe_1#0" in report
     suite_file = tmp_path / "suite.yaml"

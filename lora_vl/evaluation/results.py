@@ -128,9 +128,7 @@ def summarize(benchmarks: list[dict]) -> dict:
         if n:
             out[cat] = {"metric": metric, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
                         "ci_method": "wilson (pooled)", "judges": sorted({m["judge"] for _, m in rows}),
-                        "benchmarks": [name for name, _ in rows],
-                        "skipped": sum(b.get("n_skipped", 0) for b in benchmarks if b["category"] == cat
-                                       and b["metrics"])}
+                        "benchmarks": [name for name, _ in rows], "skipped": skipped_in(benchmarks, rows)}
     for cat in SAFETY:  # refusal of the harmful asks, beside the ASR: text_refusal, mm_refusal
         rows = [(b["name"], m) for b in benchmarks if b["category"] == cat for m in b["metrics"]
                 if m["metric"] == "refusal_rate" and m["group"] is None and m.get("primary")]
@@ -139,7 +137,7 @@ def summarize(benchmarks: list[dict]) -> dict:
             out[cat.replace("_safety", "_refusal")] = {
                 "metric": "refusal_rate", "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
                 "ci_method": "wilson (pooled)", "judges": sorted({m["judge"] for _, m in rows}),
-                "benchmarks": [name for name, _ in rows]}
+                "benchmarks": [name for name, _ in rows], "skipped": skipped_in(benchmarks, rows)}
     for pooled, metric, parts in (("safety", "asr", ("text_safety", "mm_safety")),
                                   ("harmful_refusal", "refusal_rate", ("text_refusal", "mm_refusal"))):
         parts = [out[c] for c in parts if c in out]
@@ -147,8 +145,15 @@ def summarize(benchmarks: list[dict]) -> dict:
         if n:
             out[pooled] = {"metric": metric, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
                            "ci_method": "wilson (pooled)", "judges": sorted({j for p in parts for j in p["judges"]}),
-                           "benchmarks": [x for p in parts for x in p["benchmarks"]]}
+                           "benchmarks": [x for p in parts for x in p["benchmarks"]],
+                           "skipped": sum(p.get("skipped", 0) for p in parts)}
     return out
+
+
+def skipped_in(benchmarks: list[dict], rows: list[tuple[str, dict]]) -> int:
+    """Items skipped in the benchmarks behind a pooled number (shown beside its n)."""
+    names = {name for name, _ in rows}
+    return sum(b.get("n_skipped", 0) for b in benchmarks if b["name"] in names)
 
 
 def fmt(v, digits=3) -> str:
