@@ -51,6 +51,7 @@ NON_NEGATIVE = Range(0)
 AT_LEAST_ONE = Range(1)
 FRACTION = Range(0, 1, high_open=True)        # [0, 1): a share that may be zero but not all
 UNIT_INTERVAL = Range(0, 1, low_open=True)    # (0, 1]: a share that keeps something
+SHARE = Range(0, 1)                           # [0, 1]: any share, none and all included
 
 
 def field(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING,

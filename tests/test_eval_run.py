@@ -1,17 +1,22 @@
 """Whole runs on the tiny Llava: the cache resumes after a crash, re-judging never regenerates,
 bad inputs get named errors, and results carry judge / n / seed / CI beside every number."""
+import dataclasses
 import json
 import shutil
 
 import pytest
+import yaml
 from eval_helpers import FIXTURES, tiny_world  # noqa: F401  (session fixture)
 
 from lora_vl.evaluation import run as run_mod
+from lora_vl.cli import main
 from lora_vl.evaluation.cache import GenerationCache
+from lora_vl.evaluation.report import render
 from lora_vl.handoff import HandoffError
 from lora_vl.evaluation.run import run_suite
 from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import RecipeError, build
+from lora_vl.study.report import summaries_only
 
 BENCHES = [
     {"name": "xstest", "reader": "xstest", "source": str(FIXTURES / "xstest"), "subset": "all",
@@ -103,15 +108,48 @@ def test_base_llm_skips_image_benchmarks(tiny_world, tmp_path):
     assert status["xstest"] == "ok" and status["vlguard"].startswith("skipped: image benchmark")
 
 
-def test_broken_image_item_is_skipped_and_named(tiny_world, tmp_path):
-    data = tmp_path / "vg"
-    shutil.copytree(FIXTURES / "vlguard", data)
-    (data / "test" / "safe" / "1.png").write_bytes(b"broken")
-    s = suite(benchmarks=[dict(BENCHES[1], source=str(data))])
+def test_skipped_items_are_counted_and_too_many_fail_the_benchmark(tiny_world, tmp_path, capsys):
+    """vlguard: its one item unreadable, over the default max_skipped (1%) -> failed, no numbers;
+    figstep: 1 of 3 unreadable, within its own max_skipped 0.5 -> ok, the skip shown beside n."""
+    vg, fs = tmp_path / "vg", tmp_path / "fs"
+    shutil.copytree(FIXTURES / "vlguard", vg)
+    shutil.copytree(FIXTURES / "figstep", fs)
+    (vg / "test" / "safe" / "1.png").write_bytes(b"broken")
+    next(fs.rglob("query_ForbidQI_1_2_6.png")).write_bytes(b"broken too")
+    s = suite(benchmarks=[dict(BENCHES[1], source=str(vg)), dict(BENCHES[3], source=str(fs), max_skipped=0.5)])
     res = run_suite(s, str(tiny_world["llava"]), [], tmp_path / "out", device="cpu")
-    b = res["benchmarks"][0]
-    assert b["n_items"] == 0 and b["skipped_items"][0]["id"] == "safe_1#0"
-    assert "failed to load" in b["skipped_items"][0]["error"]
+    vlguard, figstep = res["benchmarks"]
+    assert (vlguard["status"], vlguard["n_items"], vlguard["n_skipped"], vlguard["metrics"]) == ("failed", 1, 1, [])
+    assert vlguard["skipped_reasons"] == [{"reason": "image data is not a readable image", "count": 1,
+                                           "items": ["safe_1#0"], "example": vlguard["skipped_reasons"][0]["example"]}]
+    assert "vlguard: 1 of 1 items skipped: 1 image data is not a readable image (items safe_1#0)" in vlguard["failure"]
+    assert "mm_safety" in res["summary"] and res["summary"]["mm_safety"]["benchmarks"] == ["figstep"]
+    assert (figstep["status"], figstep["n_items"], figstep["n_skipped"]) == ("ok", 3, 1)
+    assert figstep["metrics"][0]["n"] == 2 and res["summary"]["mm_safety"]["skipped"] == 1
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| mm_safety | figstep | asr | all |" in md and "| 2 | 1 |" in md  # n, then skipped
+    assert "## Failed benchmarks" in md and "safe_1#0" in md
+    err = capsys.readouterr().err
+    assert err.count("ForbidQI_1_2") == 1 and "within max_skipped 0.5" in err  # one line per benchmark
+    assert summaries_only(res)["mm_safety"]["benchmarks"] == ["figstep"]  # what the study's claims read
+    report = render([res])
+    assert "n=2 skipped=1" in report and "## Failed benchmarks" in report and "safe_1#0" in report
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(dataclasses.asdict(s)))
+    assert main(["eval", str(suite_file), "--model", str(tiny_world["llava"]), "--out", str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert "n=2 skipped=1" in out and "FAILED vlguard: 1 of 1 items skipped" in out
+
+
+def test_max_skipped_is_a_share_of_the_items_read(capsys):
+    """1% of 200 items: 2 skipped is within, 3 fails; a benchmark's own max_skipped wins."""
+    s = suite()
+    for n_skipped, own, status in [(2, None, "ok"), (3, None, "failed"), (3, 0.015, "ok"), (0, 0.0, "ok")]:
+        b = run_mod.Bench(build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[2], max_skipped=own)]}).benchmarks[0],
+                          "helpfulness", items=list(range(200 - n_skipped)), max_new=4, n_read=200,
+                          errors=[{"id": str(i), "error": "e", "reason": "r"} for i in range(n_skipped)])
+        run_mod.check_skips(s, b)
+        assert (b.status, b.n_skipped, len(b.items) > 0) == (status, n_skipped, status == "ok"), (n_skipped, own)
 
 
 def test_adapter_base_mismatch(tiny_world, tmp_path):
@@ -129,6 +167,8 @@ def test_suite_validation_names_the_key():
         build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[0], judges=["nope"])]})
     with pytest.raises(RecipeError, match=r"reader: unknown 'figsteps'"):
         build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[3], reader="figsteps")]})
+    with pytest.raises(RecipeError, match=r"benchmarks\[0\].max_skipped: expected a value in \[0, 1\], got 5"):
+        build(Suite, {"name": "x", "benchmarks": [dict(BENCHES[3], max_skipped=5)]})
 
 
 def test_model_judge_unparsed_output_is_never_safe(tiny_world, tmp_path):
@@ -140,4 +180,4 @@ def test_model_judge_unparsed_output_is_never_safe(tiny_world, tmp_path):
     lg = next(m for m in res["benchmarks"][0]["metrics"] if m["judge"] == "lg" and m["group"] is None)
     assert lg["unparsed"] == 1 and lg["n"] == 0 and lg["value"] is None
     assert "text_safety" not in res["summary"]  # no silent switch to the second judge
-    assert "| asr | all | – | – | 0 | 1 | lg |" in (tmp_path / "results.md").read_text()
+    assert "| asr | all | – | – | 0 | 0 | 1 | lg |" in (tmp_path / "results.md").read_text()  # n, skipped, unparsed

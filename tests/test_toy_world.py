@@ -2,6 +2,7 @@
 from every training file, every benchmark readable by the kit's real readers, models loadable."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -174,4 +175,7 @@ def test_benchmarks_parse_with_the_real_readers(world, tmp_path):
                 assert it.reference, (spec.name, it.id)
         if spec.reader == "mmbench":
             assert all(len(it.choices) == 4 for it in items)
+            with open(Path(spec.source) / "mmbench_dev_en.tsv", newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+            assert rows[1]["image"] == "0" and len(items) == len(rows)  # a VLMEvalKit index reference, read
     assert categories == {"text_safety", "mm_safety", "over_refusal", "helpfulness"}

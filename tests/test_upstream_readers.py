@@ -11,7 +11,7 @@ from upstream_code import UPSTREAM, load_defs
 
 from lora_vl.evaluation.items import BenchmarkError, load_image
 from lora_vl.evaluation.readers import read_benchmark, study_category
-from lora_vl.evaluation.readers.helpfulness import mc_prompt
+from lora_vl.evaluation.readers.prompts import mc_prompt
 from lora_vl.evaluation.readers.mm_safety import FIGSTEP_PROMPT
 from lora_vl.evaluation.suite import BenchmarkSpec
 

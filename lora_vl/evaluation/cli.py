@@ -36,6 +36,9 @@ def main(argv: list[str]) -> int:
         return 0
     for cat, s in results["summary"].items():
         print(f"{cat:>15}: {s['metric']} {s['value']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}] "
-              f"n={s['n']} judge={','.join(s['judges'])}")
+              f"n={s['n']} skipped={s.get('skipped', 0)} judge={','.join(s['judges'])}")
+    failed = [b for b in results["benchmarks"] if b["status"] == "failed"]
+    for b in failed:
+        print(f"FAILED {b['failure']}")
     print(f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    return 0
+    return 1 if failed else 0

@@ -48,7 +48,8 @@ def cell(r: dict, key: tuple) -> str:
     for b in r["benchmarks"]:
         for m in b["metrics"]:
             if (b["category"], b["name"], m["metric"], m["judge"], m["group"]) == (*key, None):
-                return f"{fmt(m['value'])} {fmt_ci(m['ci'])} n={m['n']}"
+                skipped = f" skipped={b['n_skipped']}" if b.get("n_skipped") else ""
+                return f"{fmt(m['value'])} {fmt_ci(m['ci'])} n={m['n']}{skipped}"
     return "–"
 
 
@@ -88,6 +89,11 @@ def render(results: list[dict]) -> str:
         vals = [f"{r['summary'][c]['metric']} {fmt(r['summary'][c]['value'])} {fmt_ci(r['summary'][c]['ci'])} "
                 f"({', '.join(r['summary'][c]['judges'])})" if c in r["summary"] else "–" for r in results]
         lines.append(f"| {c} | " + " | ".join(vals) + " |")
+    failed = [(label, b["failure"]) for label, r in zip(labels, results) for b in r["benchmarks"]
+              if b.get("failure")]
+    if failed:
+        lines += ["", "## Failed benchmarks (too many skipped items; their numbers are not used)", ""]
+        lines += [f"- {label}: {failure}" for label, failure in failed]
     violations = violation_rows(results)
     if violations:
         lines += ["", "## Attack success by violated category (judge's own codes)", "",

@@ -88,7 +88,20 @@ def mme_metrics(b, correct, suite, info) -> list[dict]:
              "stratified by category)", "primary": False, **info}]
 
 
+def skip_groups(errors: list[dict], first: int = 5) -> list[dict]:
+    """Skipped items grouped by reason, largest group first: count, the first item ids and one
+    full message (the rest differ only in the item they name)."""
+    groups: dict[str, list[dict]] = {}
+    for e in errors:
+        groups.setdefault(e.get("reason") or "error", []).append(e)
+    return [{"reason": r, "count": len(es), "items": [e["id"] for e in es[:first]], "example": es[0]["error"]}
+            for r, es in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+
+
 def benchmark_result(b, suite, verdicts) -> dict:
+    """One benchmark's entry. A 'failed' benchmark (more skipped items than max_skipped) keeps
+    no items, hence no metrics: the summary, `lora-vl report` and the study's claims, which all
+    read metrics, cannot use a number that rests on part of it."""
     spec = b.spec
     info = {"seed": suite.seed, "subset_size": len(b.items)}
     metrics, agree = [], []
@@ -99,8 +112,10 @@ def benchmark_result(b, suite, verdicts) -> dict:
             metrics, agree = safety_metrics(b, suite, verdicts, info)
     return {"name": spec.name, "reader": spec.reader, "category": b.category, "source": spec.source,
             "revision": spec.revision, "subset": spec.subset, "limit": spec.limit,
-            "per_category": spec.per_category, "n_items": len(b.items), "status": b.status,
-            "skipped_items": b.errors, "max_new_tokens": b.max_new, "metrics": metrics, "agreement": agree}
+            "per_category": spec.per_category, "n_items": b.n_read, "n_skipped": b.n_skipped,
+            "status": b.status, "failure": b.failure,
+            "skipped_reasons": skip_groups(b.errors), "max_new_tokens": b.max_new, "metrics": metrics,
+            "agreement": agree}
 
 
 def summarize(benchmarks: list[dict]) -> dict:
@@ -113,7 +128,7 @@ def summarize(benchmarks: list[dict]) -> dict:
         if n:
             out[cat] = {"metric": metric, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
                         "ci_method": "wilson (pooled)", "judges": sorted({m["judge"] for _, m in rows}),
-                        "benchmarks": [name for name, _ in rows]}
+                        "benchmarks": [name for name, _ in rows], "skipped": skipped_in(benchmarks, rows)}
     for cat in SAFETY:  # refusal of the harmful asks, beside the ASR: text_refusal, mm_refusal
         rows = [(b["name"], m) for b in benchmarks if b["category"] == cat for m in b["metrics"]
                 if m["metric"] == "refusal_rate" and m["group"] is None and m.get("primary")]
@@ -122,7 +137,7 @@ def summarize(benchmarks: list[dict]) -> dict:
             out[cat.replace("_safety", "_refusal")] = {
                 "metric": "refusal_rate", "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
                 "ci_method": "wilson (pooled)", "judges": sorted({m["judge"] for _, m in rows}),
-                "benchmarks": [name for name, _ in rows]}
+                "benchmarks": [name for name, _ in rows], "skipped": skipped_in(benchmarks, rows)}
     for pooled, metric, parts in (("safety", "asr", ("text_safety", "mm_safety")),
                                   ("harmful_refusal", "refusal_rate", ("text_refusal", "mm_refusal"))):
         parts = [out[c] for c in parts if c in out]
@@ -130,8 +145,15 @@ def summarize(benchmarks: list[dict]) -> dict:
         if n:
             out[pooled] = {"metric": metric, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
                            "ci_method": "wilson (pooled)", "judges": sorted({j for p in parts for j in p["judges"]}),
-                           "benchmarks": [x for p in parts for x in p["benchmarks"]]}
+                           "benchmarks": [x for p in parts for x in p["benchmarks"]],
+                           "skipped": sum(p.get("skipped", 0) for p in parts)}
     return out
+
+
+def skipped_in(benchmarks: list[dict], rows: list[tuple[str, dict]]) -> int:
+    """Items skipped in the benchmarks behind a pooled number (shown beside its n)."""
+    names = {name for name, _ in rows}
+    return sum(b.get("n_skipped", 0) for b in benchmarks if b["name"] in names)
 
 
 def fmt(v, digits=3) -> str:
@@ -146,20 +168,25 @@ def render_markdown(results: dict) -> str:
     m = results["model"]
     lines = [f"# {results['suite']}: {m['base']}" + (f" + {', '.join(m['adapters'])}" if m["adapters"] else ""),
              "", f"model fingerprint `{m['fingerprint']}`, seed {results['seed']}, created {results['created']}", "",
-             "| category | benchmark | metric | group | value | 95% CI | n | unparsed | judge | seed |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| category | benchmark | metric | group | value | 95% CI | n | skipped | unparsed | judge | seed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for b in results["benchmarks"]:
+        skipped = b.get("n_skipped", 0)
         if not b["metrics"]:
-            lines.append(f"| {b['category']} | {b['name']} | – | – | – | – | 0 | – | – | – |  <!-- {b['status']} -->")
+            lines.append(f"| {b['category']} | {b['name']} | – | – | {b['status']} | – | 0 | {skipped} | – | – | – |")
         for x in b["metrics"]:
             lines.append(f"| {b['category']} | {b['name']} | {x['metric']} | {x['group'] or 'all'} | "
-                         f"{fmt(x['value'])} | {fmt_ci(x['ci'])} | {x['n']} | {x.get('unparsed', 0)} | "
+                         f"{fmt(x['value'])} | {fmt_ci(x['ci'])} | {x['n']} | {skipped} | {x.get('unparsed', 0)} | "
                          f"{x['judge']} | {x['seed']} |")
+    failed = [b for b in results["benchmarks"] if b.get("failure")]
+    if failed:
+        lines += ["", "## Failed benchmarks (their numbers are not used)", ""]
+        lines += [f"- {b['failure']}" for b in failed]
     lines += ["", "## Summary (pooled primary metric per category)", "",
-              "| category | metric | value | 95% CI | n | judges |", "|---|---|---|---|---|---|"]
+              "| category | metric | value | 95% CI | n | skipped | judges |", "|---|---|---|---|---|---|---|"]
     for cat, s in results["summary"].items():
         lines.append(f"| {cat} | {s['metric']} | {fmt(s['value'])} | {fmt_ci(s['ci'])} | {s['n']} | "
-                     f"{', '.join(s['judges'])} |")
+                     f"{s.get('skipped', 0)} | {', '.join(s['judges'])} |")
     agree = [(b["name"], a) for b in results["benchmarks"] for a in b["agreement"]]
     if agree:
         lines += ["", "## Judge agreement", "", "| benchmark | judges | metric | agreement | 95% CI | kappa | n |",

@@ -24,7 +24,7 @@ from lora_vl.evaluation.judges import build_judge
 from lora_vl.evaluation.model_io import check_model_inputs, load_eval_model, model_fingerprint
 from lora_vl.evaluation.readers import read_benchmark, study_category
 from lora_vl.evaluation.respond import cached_answers, generate_missing, missing
-from lora_vl.evaluation.results import benchmark_result, render_markdown, summarize
+from lora_vl.evaluation.results import benchmark_result, render_markdown, skip_groups, summarize
 from lora_vl.evaluation.suite import JudgeSpec, Suite, judge_specs
 
 
@@ -37,6 +37,9 @@ class Bench:
     answers: dict = dataclasses.field(default_factory=dict)
     errors: list = dataclasses.field(default_factory=list)
     status: str = "ok"
+    n_read: int = 0        # items read (after subsetting); the answered ones stay in `items`
+    n_skipped: int = 0     # read but not answered (unreadable image, ...)
+    failure: str | None = None
 
 
 def read_all(suite: Suite, is_vlm: bool) -> list[Bench]:
@@ -48,8 +51,27 @@ def read_all(suite: Suite, is_vlm: bool) -> list[Bench]:
             b.status = "skipped: image benchmark, but the model is a text-only LLM"
             print(f"note: {spec.name}: {b.status}", file=sys.stderr)
             b.items = []
+        b.n_read = len(b.items)
         benches.append(b)
     return benches
+
+
+def check_skips(suite: Suite, b: Bench) -> None:
+    """Say once per benchmark how many items were skipped and why; past `max_skipped` the
+    benchmark is 'failed' and keeps no items, so no number rests on part of it."""
+    n_skipped = b.n_skipped = b.n_read - len(b.items)
+    if not n_skipped:
+        return
+    allowed = b.spec.max_skipped if b.spec.max_skipped is not None else suite.max_skipped
+    reasons = "; ".join(f"{g['count']} {g['reason']} (items {', '.join(g['items'])}"
+                        f"{', ...' if g['count'] > len(g['items']) else ''})" for g in skip_groups(b.errors))
+    what = f"{b.spec.name}: {n_skipped} of {b.n_read} items skipped: {reasons}"
+    if n_skipped > allowed * b.n_read:
+        b.status, b.items = "failed", []
+        b.failure = f"{what}. Over max_skipped {allowed:g} ({int(allowed * b.n_read)} items): numbers not used."
+        print(f"error: {b.failure} Example: {b.errors[0]['error'] if b.errors else '-'}", file=sys.stderr)
+    else:
+        print(f"warning: {what} (within max_skipped {allowed:g})", file=sys.stderr)
 
 
 def load_model(suite: Suite, base: str, adapters: list[str], device):
@@ -100,6 +122,8 @@ def answer_all(suite, benches, base, adapters, fp, cache, device, on_batch) -> G
     for b in benches:
         b.answers = cached_answers(cache, fp, b.items, b.max_new)
         b.items = [it for it in b.items if it.id in b.answers]
+        if dist.is_main():
+            check_skips(suite, b)
     return cache
 
 

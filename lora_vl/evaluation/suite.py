@@ -12,7 +12,7 @@ from typing import Literal
 from lora_vl.evaluation import judges as _judges, readers as _readers  # noqa: F401  (fill the registries)
 from lora_vl.evaluation.judges import registry as judge_registry
 from lora_vl.evaluation.readers import registry as reader_registry
-from lora_vl.recipe import AT_LEAST_ONE, RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, SHARE, RecipeError, field
 
 Category = Literal["text_safety", "mm_safety", "over_refusal", "helpfulness"]
 
@@ -59,6 +59,9 @@ class BenchmarkSpec:
                               "is primary; two or more report agreement and Cohen's kappa")
     max_new_tokens: int | None = field(None, help="generation budget override for this benchmark",
                                        range=AT_LEAST_ONE)
+    max_skipped: float | None = field(None, help="share of this benchmark's items that may be skipped "
+                                      "(unreadable image, ...) before it fails (default: the suite's)",
+                                      range=SHARE)
 
 
 @dataclass
@@ -83,6 +86,9 @@ class Suite:
     judges: list[JudgeSpec] = field(default_factory=list, help="judges available to benchmarks")
     benchmarks: list[BenchmarkSpec] = field(default_factory=list, help="benchmarks to run")
     cache: str | None = field(None, help="generation cache JSONL (default: <out>/generations.jsonl)")
+    max_skipped: float = field(0.01, help="share of a benchmark's items that may be skipped (unreadable "
+                               "image, ...); above it the benchmark is 'failed' and its numbers unused",
+                               range=SHARE)
 
     def validate(self, where: str) -> None:
         judge_names = [j.name for j in self.judges]

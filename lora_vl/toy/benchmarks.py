@@ -207,17 +207,23 @@ def _question(pic, attr: str, rng: random.Random) -> tuple[str, str, list[str]]:
 ATTRS = ["object", "color", "count", "text"]
 
 
+REUSE_EVERY = 40  # every 40th colour question asks about the previous row's picture
+
+
 def mmbench(root: Path, split: Split, ledger: Ledger, rng: random.Random, n: int, tmp: Path) -> Path:
+    """VLMEvalKit's mmbench_dev_en.tsv: images as base64; a picture asked about twice is stored once,
+    the second row's `image` holding the first row's `index` (as VLMEvalKit's TSVs do)."""
     painter = Painter(tmp, "mmbench", rng)
     rows = []
     for i in range(n):
         attr = ATTRS[i % len(ATTRS)]
-        pic = _benign_pic(painter, split, ledger, rng, text=attr == "text")
+        reuse = i % REUSE_EVERY == 1  # row i-1 asked about the object in an object picture
+        pic = pic if reuse else _benign_pic(painter, split, ledger, rng, text=attr == "text")
         q, answer, pool = _question(pic, attr, rng)
         opts = L.options(answer, pool, rng)
+        image = str(i - 1) if reuse else base64.b64encode((tmp / pic.rel).read_bytes()).decode()
         rows.append({"index": i, "question": q, "hint": "", **{"ABCD"[k]: o for k, o in enumerate(opts)},
-                     "answer": "ABCD"[opts.index(answer)], "category": attr,
-                     "image": base64.b64encode((tmp / pic.rel).read_bytes()).decode(), "source": "toy",
+                     "answer": "ABCD"[opts.index(answer)], "category": attr, "image": image, "source": "toy",
                      "l2-category": "attribute" if attr != "text" else "ocr", "split": "dev"})
     _write_csv(root / "mmbench" / "mmbench_dev_en.tsv", rows, delimiter="\t")
     return root / "mmbench"

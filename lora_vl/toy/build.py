@@ -19,7 +19,7 @@ from lora_vl.toy.scale import SCALES
 from lora_vl.toy.space import Ledger, make_split
 from lora_vl.toy.vision import train_vision
 
-WORLD_VERSION = 3  # bump when what a world contains changes (invalidates cached worlds)
+WORLD_VERSION = 4  # bump when what a world contains changes (invalidates cached worlds)
 MODELS = {"lm": "models/lm", "lm_pretrained": "models/lm-pretrained", "vision": "models/vision"}
 
 

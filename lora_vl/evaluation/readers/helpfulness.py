@@ -6,38 +6,10 @@ scorers in `lora_vl.evaluation.scoring` parse.
 """
 from __future__ import annotations
 
-import string
-from pathlib import Path
-
 from lora_vl.evaluation.items import EvalItem
+from lora_vl.evaluation.readers.prompts import LETTERS, SHORT_INSTRUCTION, mc_prompt, present
 from lora_vl.evaluation.readers.registry import benchmark_reader
-from lora_vl.evaluation.readers.source import load_rows, resolve_image
-
-MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-SHORT_INSTRUCTION = "Answer the question using a single word or phrase."
-LETTERS = string.ascii_uppercase
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
-
-
-def _present(v) -> bool:
-    return v is not None and str(v).strip() not in ("", "nan", "None")
-
-
-def mc_prompt(question: str, choices: list[str], hint: str | None = None) -> str:
-    lines = [hint.strip()] if _present(hint) else []
-    lines.append(question.strip())
-    lines += [f"{LETTERS[i]}. {c}" for i, c in enumerate(choices)]
-    lines.append(MC_INSTRUCTION)
-    return "\n".join(lines)
-
-
-def _image(r: dict, folder, key: str = "image"):
-    img = r.get(key)
-    if isinstance(img, list):  # SEED-Bench stores a list of images per row
-        img = img[0] if img else None
-    if isinstance(img, str) and Path(img).suffix.lower() in IMAGE_SUFFIXES:  # a path, not base64
-        img = resolve_image(folder, img, ("", "images"))
-    return img
+from lora_vl.evaluation.readers.source import load_rows, row_image
 
 
 @benchmark_reader("mmbench", category="helpfulness", help="MMBench-EN dev (hub or TSV with base64 images)")
@@ -48,9 +20,9 @@ def read_mmbench(spec) -> list[EvalItem]:
                              config=spec.config or "en", split=spec.split or "dev")
     items = []
     for r in rows:
-        choices = [str(r[L]) for L in "ABCDEFGH" if L in r and _present(r[L])]
+        choices = [str(r[L]) for L in "ABCDEFGH" if L in r and present(r[L])]
         items.append(EvalItem(id=str(r["index"]), prompt=mc_prompt(r["question"], choices, r.get("hint")),
-                              image=_image(r, folder), benchmark=spec.name, category=str(r.get("category", "")),
+                              image=row_image(r, folder), benchmark=spec.name, category=str(r.get("category", "")),
                               reference=str(r["answer"]).strip().upper(), choices=choices))
     return items
 
@@ -67,7 +39,7 @@ def read_mme(spec) -> list[EvalItem]:
         group = f"{r['category']}/{r['question_id']}"
         k = seen[group] = seen.get(group, -1) + 1
         items.append(EvalItem(id=f"{group}#{k}", prompt=f"{r['question']}\n{SHORT_INSTRUCTION}",
-                              image=_image(r, folder),
+                              image=row_image(r, folder),
                               benchmark=spec.name, category=str(r["category"]),
                               reference=str(r["answer"]).strip().lower(), meta={"group": group}))
     return items
@@ -84,7 +56,7 @@ def read_seedbench(spec) -> list[EvalItem]:
             continue
         choices = [str(r[f"choice_{c}"]) for c in "abcd"]
         items.append(EvalItem(id=str(r["question_id"]), prompt=mc_prompt(r["question"], choices),
-                              image=_image(r, folder), benchmark=spec.name,
+                              image=row_image(r, folder), benchmark=spec.name,
                               category=str(r.get("question_type_id", "")),
                               reference=str(r["answer"]).strip().upper(), choices=choices))
     return items
@@ -95,7 +67,7 @@ def read_pope(spec) -> list[EvalItem]:
     """lmms-lab/POPE: question_id, question, answer (yes/no), image_source, image, category."""
     rows, folder = load_rows(spec, spec.name, ["*.parquet", "*.jsonl", "*.json"])
     return [EvalItem(id=str(r["question_id"]), prompt=f"{r['question']}\n{SHORT_INSTRUCTION}",
-                     image=_image(r, folder), benchmark=spec.name, category=str(r.get("category", "")),
+                     image=row_image(r, folder), benchmark=spec.name, category=str(r.get("category", "")),
                      reference=str(r["answer"]).strip().lower())
             for r in rows]
 
@@ -111,8 +83,8 @@ def read_scienceqa(spec) -> list[EvalItem]:
         if r.get("image") is None:
             continue
         choices = [str(c) for c in r["choices"]]
-        hint = f"Context: {r['hint']}" if _present(r.get("hint")) else None
+        hint = f"Context: {r['hint']}" if present(r.get("hint")) else None
         items.append(EvalItem(id=str(r.get("id", i)), prompt=mc_prompt(r["question"], choices, hint),
-                              image=_image(r, folder), benchmark=spec.name, category=str(r.get("subject", "")),
+                              image=row_image(r, folder), benchmark=spec.name, category=str(r.get("subject", "")),
                               reference=LETTERS[int(r["answer"])], choices=choices))
     return items

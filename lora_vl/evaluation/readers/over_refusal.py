@@ -5,7 +5,7 @@ from pathlib import Path
 
 from lora_vl.evaluation.items import EvalItem
 from lora_vl.evaluation.readers.registry import benchmark_reader
-from lora_vl.evaluation.readers.source import find_file, is_local, load_rows, read_json, resolve_image
+from lora_vl.evaluation.readers.source import find_file, is_local, load_rows, read_json, row_image
 
 
 @benchmark_reader("xstest", category="over_refusal", subsets="safe (default) | unsafe | all",
@@ -48,9 +48,7 @@ def read_mossbench(spec) -> list[EvalItem]:
     items = []
     for r in rows:
         meta = r.get("metadata") or {k: r.get(f"metadata_{k}") for k in MOSS_FLAGS}
-        image = r.get("decoded_image") or r["image"]
-        if isinstance(image, str):
-            image = resolve_image(folder, image)
+        image = row_image(r, folder, "decoded_image", ("",)) or row_image(r, folder, "image", ("",))
         items.append(EvalItem(id=str(r["pid"]), prompt=r["question"], image=image, benchmark=spec.name,
                               category=str(meta.get("over") or "all"),
                               meta={"harm": meta.get("harm"), "short_description": r.get("short description"),

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from lora_vl.data.sources import check_utf8
-from lora_vl.evaluation.items import BenchmarkError
+from lora_vl.evaluation.items import BenchmarkError, is_base64_image
 
 # Gated hub datasets: where to ask for access (their dataset cards).
 GATED = {
@@ -17,6 +17,8 @@ GATED = {
     "ys-zong/VLGuard": "https://huggingface.co/datasets/ys-zong/VLGuard",
 }
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+MAX_REFERENCE_CHARS = 64  # VLMEvalKit: an `image` of at most 64 characters is another row's `index`
 
 
 def is_local(source: str) -> bool:
@@ -62,7 +64,29 @@ def load_local(path: Path, benchmark: str) -> list[dict]:
         ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except Exception as e:
         raise BenchmarkError(f"{benchmark}: cannot parse {path}: {e}") from e
-    return list(ds)
+    rows = list(ds)
+    return resolve_index_references(rows, path, benchmark) if path.suffix.lower() == ".tsv" else rows
+
+
+def resolve_index_references(rows: list[dict], path: Path, benchmark: str) -> list[dict]:
+    """VLMEvalKit's TSVs store a repeated image once: the other rows carry that row's `index` in
+    `image` (any value of at most 64 characters is such a reference). Each is replaced by the
+    referenced row's image; a reference to a missing row, or to a row without image data of its
+    own, names the row (line numbers count the header as line 1)."""
+    if not rows or "index" not in rows[0] or "image" not in rows[0]:
+        return rows
+    by_index = {str(r["index"]).strip(): r["image"] for r in rows}
+    for line, r in enumerate(rows, 2):
+        ref = r["image"]
+        if not isinstance(ref, str) or len(ref) > MAX_REFERENCE_CHARS or ref.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        target = by_index.get(ref.strip())
+        if not isinstance(target, str) or len(target) <= MAX_REFERENCE_CHARS:
+            why = "no row has that index" if ref.strip() not in by_index else "that row has no image data of its own"
+            raise BenchmarkError(f"{benchmark}: {path} line {line} (index {r['index']}): image {ref!r} "
+                                 f"is a reference to another row's index, but {why}")
+        r["image"] = target
+    return rows
 
 
 def access_hint(source: str) -> str:
@@ -99,10 +123,25 @@ def load_rows(spec, benchmark: str, local_names: list[str], **hub_kwargs) -> tup
 
 def resolve_image(folder: Path | None, rel: str, subdirs: tuple[str, ...] = ("",)) -> str:
     """A relative image path resolved against the data folder (first subdir where it exists)."""
-    if folder is None:
+    if folder is None or not rel or is_base64_image(rel):
         return rel
     for sub in subdirs:
         cand = folder / sub / rel
-        if cand.is_file():
-            return str(cand)
+        try:
+            if cand.is_file():
+                return str(cand)
+        except OSError:  # not a usable path (e.g. a name over 255 characters): load_image says why
+            return rel
     return str(folder / subdirs[0] / rel)  # load_image names it if it is really missing
+
+
+def row_image(row: dict, folder: Path | None, key: str = "image", subdirs: tuple[str, ...] = ("", "images")):
+    """A row's image value, undecoded: the first of a list (SEED-Bench rows hold a list), a PIL
+    image / bytes / {bytes, path} dict / base64 text as it is, a relative path resolved against
+    the data folder."""
+    img = row.get(key)
+    if isinstance(img, list):
+        img = img[0] if img else None
+    if isinstance(img, str):
+        img = resolve_image(folder, img, subdirs)
+    return img

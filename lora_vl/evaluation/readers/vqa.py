@@ -10,9 +10,9 @@ is LLaVA-1.5's VQAv2 prompt (question + short-answer instruction); the reference
 from __future__ import annotations
 
 from lora_vl.evaluation.items import BenchmarkError, EvalItem
-from lora_vl.evaluation.readers.helpfulness import SHORT_INSTRUCTION, _image
+from lora_vl.evaluation.readers.prompts import SHORT_INSTRUCTION
 from lora_vl.evaluation.readers.registry import benchmark_reader
-from lora_vl.evaluation.readers.source import load_rows
+from lora_vl.evaluation.readers.source import load_rows, row_image
 
 
 def _answers(row: dict, benchmark: str, i: int) -> list[str]:
@@ -32,7 +32,7 @@ def read_vqa(spec) -> list[EvalItem]:
     for i, r in enumerate(rows):
         if "question" not in r:
             raise BenchmarkError(f"{spec.name}: row {i} has no 'question' column; got {sorted(r)}")
-        image = _image(r, folder) if r.get("image") is not None else None
+        image = row_image(r, folder) if r.get("image") is not None else None
         answers = _answers(r, spec.name, i)
         items.append(EvalItem(id=str(r.get("question_id", i)), prompt=f"{r['question']}\n{SHORT_INSTRUCTION}",
                               image=image, benchmark=spec.name,
