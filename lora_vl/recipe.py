@@ -15,15 +15,18 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from lora_vl.errors import InputError
+from lora_vl.lock import pin_recipe
 
 
 class RecipeError(InputError):
     """A recipe file or override is wrong; the message names the file and key."""
 
 
-def field(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING):
-    """A dataclass field that carries its `--help` text."""
-    kwargs = {"metadata": {"help": help}}
+def field(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING,
+          pins: tuple[str, str] | None = None):
+    """A dataclass field that carries its `--help` text. `pins=(repo_type, key)` marks a hub
+    revision field: it pins the model/dataset named by sibling `key` (read by `lora_vl.lock`)."""
+    kwargs = {"metadata": {"help": help, "pins": pins}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, **kwargs)
     return dataclasses.field(default=default, **kwargs)
@@ -163,12 +166,15 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_recipe(cls, path: str | Path | None, overrides: list[str] = ()):
-    """Read a YAML recipe (or start empty), apply overrides, and build `cls`."""
+def load_recipe(cls, path: str | Path | None, overrides: list[str] = (), pin: bool = True):
+    """Read a YAML recipe (or start empty), apply overrides, and build `cls`; with `pin`, unset hub
+    revisions come from lora-vl.lock (so every stage, and each run's manifest, has the commit)."""
     data = read_yaml(path) if path is not None else {}
     for ov in overrides:
         apply_override(data, ov)
-    return build(cls, data, where=str(path) if path else "recipe")
+    where = str(path) if path else "recipe"
+    recipe = build(cls, data, where=where)
+    return pin_recipe(recipe, where=where) if pin else recipe
 
 
 def describe(cls, prefix: str = "", indent: str = "  ") -> str:
