@@ -166,6 +166,19 @@ def test_download_not_matching_the_hub_hash_is_named_and_removed(hub):
     assert fetch.main(write_recipes()) == 0 and Path("data/VLGuard/train.json").read_bytes() == good
 
 
+def test_model_download_not_matching_the_hub_hash_leaves_no_blob_in_the_cache(hub):
+    good = hub.repos[("model", LM)].commits[-1][1]["model.safetensors"]
+    hub.corrupt["model.safetensors"] = bytes(reversed(good))
+    with pytest.raises(InputError, match=rf"models--tiny-org--tiny-llama-chat/snapshots/.*/model\.safetensors: "
+                                         rf"downloaded from {LM}:model\.safetensors but"):
+        fetch.main(write_recipes())
+    del hub.corrupt["model.safetensors"]
+    assert fetch.main(write_recipes()) == 0  # downloaded again, not the bad blob re-linked
+    snapshot = Path(constants.HF_HUB_CACHE) / f"models--{LM.replace('/', '--')}" / "snapshots"
+    (got,) = snapshot.glob("*/model.safetensors")
+    assert got.read_bytes() == good
+
+
 def test_gated_repo_without_access_is_one_line_naming_model_licence_page_and_token(hub, monkeypatch, capsys):
     hub.repos[("model", LM)].gated = "manual"
     recipes = write_recipes()

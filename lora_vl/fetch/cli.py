@@ -90,10 +90,11 @@ def fetch_step(s: Step, lock) -> int:
     for name in s.names:
         path = folder / name
         known = old.files.get(name) if old and old.revision == remote.commit else None
-        if name in s.missing or known is None or known["size"] != path.stat().st_size:
+        unchecked = item.local_dir is not None and (known is None or known["size"] != path.stat().st_size)
+        if name in s.missing or unchecked:
             sha = check_download(path, name, remote.files[name], item.repo_id)
-        else:
-            sha = known["sha256"]  # unchanged since it was checked (size and huggingface_hub's metadata)
+        else:  # checked when it came: the HF cache is content-addressed, a local file kept its size
+            sha = known["sha256"] if known else remote.files[name].sha256
         if name in item.unpack:
             files, size = unpack(path, folder / item.unpack[name], sha)
             entry.archives[name] = {"size": remote.files[name].size, "sha256": sha, "into": item.unpack[name],

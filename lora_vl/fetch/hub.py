@@ -120,7 +120,9 @@ def check_download(path: Path, name: str, remote: RemoteFile, repo_id: str) -> s
     sha256, sha1 = hashes(path)
     expected = remote.sha256 or remote.git_sha1
     if size != remote.size or expected not in (sha256, sha1):
+        blob = path.resolve()  # in the HF cache the file is a link to its blob: remove both
         path.unlink()
+        blob.unlink(missing_ok=True)
         raise HubError(f"{path}: downloaded from {repo_id}:{name} but its {size} bytes / hash {sha256[:12]}… do not "
                        f"match the Hub's {remote.size} bytes / {expected[:12]}… (removed; run the fetch again)")
     return sha256
