@@ -61,6 +61,7 @@ class StandInHub:
         self.cut_once: dict[str, int] = {}
         self.corrupt: dict[str, bytes] = {}
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self.sent: dict[str, int] = {}  # file path -> body bytes sent, all GETs together
         self.make_missing = None  # callable(repo_type, repo_id) -> Repo | None: serve any id on demand
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -199,6 +200,7 @@ class StandInHub:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body[:cut])
+                    hub.sent[self.path] = hub.sent.get(self.path, 0) + cut
                     self.wfile.flush()
                     self.close_connection = True
                     return
@@ -209,5 +211,6 @@ class StandInHub:
                 self.end_headers()
                 if not head:
                     self.wfile.write(body)
+                    hub.sent[self.path] = hub.sent.get(self.path, 0) + len(body)
 
         return Handler

@@ -149,6 +149,8 @@ def test_interrupted_download_resumes_from_where_it_stopped(hub, monkeypatch):
     assert fetch.main(write_recipes()) == 0
     gets = [r for m, p, r in hub.log if m == "GET" and p.endswith(f"{LM}/resolve/{read_commit(hub, LM)}/model.safetensors")]
     assert gets == [None, "bytes=4096-"]  # the whole file, dropped after 4 KB + 100 B; then the rest
+    assert sum(n for p, n in hub.sent.items() if p.endswith(f"{LM}/resolve/{read_commit(hub, LM)}/model.safetensors")) \
+        == len(data) + 100  # only the 100 bytes not written before the drop came twice
     snapshot = Path(constants.HF_HUB_CACHE) / f"models--{LM.replace('/', '--')}" / "snapshots"
     (got,) = snapshot.glob("*/model.safetensors")
     assert got.read_bytes() == data
