@@ -51,11 +51,12 @@ def hub_base(manifest: dict) -> str | None:
             continue
         if is_hub_id(str(ref)):
             return str(ref)
-        base_manifest = Path(str(ref)) / "manifest.json"
-        if base_manifest.is_file():
-            lm = (json.loads(base_manifest.read_text()).get("compose") or {}).get("lm")
-            if lm and is_hub_id(lm):
-                return lm
+        try:  # a local base: the kit's composed Llava names its LM (read here: handoff imports this module)
+            lm = (json.loads((Path(str(ref)) / "manifest.json").read_text()).get("compose") or {}).get("lm")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if lm and is_hub_id(lm):
+            return lm
     compose_lm = (manifest.get("compose") or {}).get("lm")
     return compose_lm if compose_lm and is_hub_id(compose_lm) else None
 
@@ -95,7 +96,7 @@ def model_card(directory: Path, manifest: dict, results: dict | None = None, loc
                          license=(locked.license if locked and locked.license else "other"),
                          datasets=hub_datasets(manifest, lock) or None, tags=TAGS)
     body = [f"# {directory.name}", "",
-            f"A {manifest.get('kind', 'model').replace('_', ' ')} made by [lora_vl](https://github.com/) — a QLoRA "
+            f"A {manifest.get('kind', 'model').replace('_', ' ')} made by lora_vl, a QLoRA "
             "reproduction kit for *How Does Vision-Language Adaptation Impact the Safety of VLMs?* "
             "(ICLR 2025). `manifest.json` beside this card holds the full recipe and provenance.", "",
             "## Provenance", "", "| | |", "|---|---|"]

@@ -74,10 +74,10 @@ class Lock:
 
     def owner_of(self, path: str | Path) -> tuple[LockedRepo, str] | None:
         """The fetched repo whose local_dir holds `path`, and the path's name inside it."""
-        path = os.path.normpath(path)
+        path = os.path.abspath(path)  # local_dir is relative to where fetch ran: the project root
         for repo in self.repos.values():
-            if repo.local_dir and (path + os.sep).startswith(os.path.normpath(repo.local_dir) + os.sep):
-                return repo, os.path.relpath(path, repo.local_dir).replace(os.sep, "/")
+            if repo.local_dir and (path + os.sep).startswith(os.path.abspath(repo.local_dir) + os.sep):
+                return repo, os.path.relpath(path, os.path.abspath(repo.local_dir)).replace(os.sep, "/")
         return None
 
 

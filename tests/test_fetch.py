@@ -199,6 +199,12 @@ def test_gated_repo_without_access_is_one_line_naming_model_licence_page_and_tok
     assert fetch.main(recipes) == 0
 
 
+def test_offline_is_one_line_naming_the_endpoint(hub, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError, match=rf"^{LM}: cannot reach {hub.url} \(OfflineModeIsEnabled\); .*HF_HUB_OFFLINE$"):
+        fetch.main(write_recipes())
+
+
 def read_commit(hub, repo_id: str) -> str:
     return hub.repos[("model", repo_id)].commits[-1][0]
 
