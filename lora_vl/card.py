@@ -87,12 +87,21 @@ def _results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def is_adapter(directory: Path) -> bool:
+    """A PEFT adapter, or an export holding one in adapter/ (beside its base/)."""
+    return (directory / "adapter_config.json").is_file() or (directory / "adapter" / "adapter_config.json").is_file()
+
+
+def holds_model(directory: Path) -> bool:
+    return is_adapter(directory) or (directory / "config.json").is_file()
+
+
 def model_card(directory: Path, manifest: dict, results: dict | None = None, lock: Lock | None = None) -> ModelCard:
     lock = lock if lock is not None else read_lock()
-    is_adapter = (directory / "adapter_config.json").is_file() or (directory / "adapter" / "adapter_config.json").is_file()
+    adapter = is_adapter(directory)
     base = hub_base(manifest)
     locked = lock.get("model", base) if base else None
-    data = ModelCardData(base_model=base, library_name="peft" if is_adapter else "transformers",
+    data = ModelCardData(base_model=base, library_name="peft" if adapter else "transformers",
                          license=(locked.license if locked and locked.license else "other"),
                          datasets=hub_datasets(manifest, lock) or None, tags=TAGS)
     body = [f"# {directory.name}", "",
@@ -103,13 +112,15 @@ def model_card(directory: Path, manifest: dict, results: dict | None = None, loc
     body += [f"| {k} | {v.replace('|', '/')} |" for k, v in _provenance_rows(manifest)]
     if results:
         body += ["", "## Evaluation (lora-vl eval)", "", _results_table(results)]
-    if is_adapter:
+    if adapter:
         body += ["", "## Use", "", "```python", "from peft import PeftModel",
                  "model = PeftModel.from_pretrained(base_model, \"<this repo or directory>\")", "```"]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
 
 
 def write_model_card(directory: str | Path, manifest: dict, results: dict | None = None) -> None:
-    """Write (replace) the directory's README.md; PEFT's generic template card is replaced."""
+    """Write (replace) the README.md of a directory that holds a model or adapter (PEFT's generic
+    template card is replaced); other artifact folders (a toy world, a data set) get none."""
     directory = Path(directory)
-    atomic_write_text(directory / CARD, str(model_card(directory, manifest, results)))
+    if holds_model(directory):
+        atomic_write_text(directory / CARD, str(model_card(directory, manifest, results)))

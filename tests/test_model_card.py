@@ -28,6 +28,8 @@ def adapter_dir(tmp_path, monkeypatch):
     lock.put(LockedRepo("dataset", "ys-zong/VLGuard", "b" * 40, local_dir="data/VLGuard"))
     lock.save()
     base = Path("outputs/base")
+    base.mkdir(parents=True)
+    (base / "config.json").write_text('{"model_type": "llava"}')
     write_manifest(base, make_manifest("base", {}, compose={"lm": LM, "lm_revision": "a" * 40}))
     adapter = Path("outputs/safety/adapter")
     adapter.mkdir(parents=True)
@@ -51,6 +53,11 @@ def test_card_front_matter_follows_base_lock_and_recipe(adapter_dir):
 def test_base_checkpoint_card_is_a_transformers_card(adapter_dir):
     card = ModelCard.load(Path("outputs/base/README.md"))
     assert card.data.library_name == "transformers" and card.data.base_model == LM
+
+
+def test_a_folder_without_a_model_gets_no_card(tmp_path):
+    write_manifest(tmp_path, make_manifest("toy_world", {}))  # a data set: nothing to put on a model page
+    assert (tmp_path / "manifest.json").is_file() and not (tmp_path / "README.md").exists()
 
 
 def test_push_adds_results_then_refuses_offline_with_one_line(adapter_dir, monkeypatch, capsys):
