@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report analyze study test bench clean
+.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,6 +50,10 @@ SEEDS ?= 0
 STUDY_THREADS ?= 2
 study: world  ## the whole study on the toy world with a claims report (make study SEEDS="0 1 2")
 	$(BIN)/lora-vl study recipes/toy/study.yaml --seeds $(SEEDS) --threads $(STUDY_THREADS)
+
+PAPER_RECIPES := $(wildcard recipes/paper/*.yaml) eval/paper.yaml
+fetch-paper: $(STAMP)  ## download what the paper recipes and suite need (hub; HF_TOKEN for gated models), pinned in lora-vl.lock
+	$(BIN)/lora-vl fetch $(PAPER_RECIPES) $(FETCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -25,6 +25,8 @@ STAGES = {
     "plan": ("lora_vl.plan.cli", "will it fit? predicted GPU memory and time of a recipe, no GPU needed"),
     "analyze": ("lora_vl.analysis.run", "safety-layer analysis: hidden-state separation, ‖ΔW‖ per layer"),
     "study": ("lora_vl.study.run", "the whole study over seeds, with a claims report (claims.md)"),
+    "fetch": ("lora_vl.fetch.cli", "download what recipes/suites need from the Hub, pinned in lora-vl.lock"),
+    "push": ("lora_vl.fetch.push", "upload an adapter/checkpoint directory (with its model card) to the Hub"),
 }
 
 

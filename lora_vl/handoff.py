@@ -22,6 +22,7 @@ from peft.utils.other import get_pattern_key
 from safetensors import SafetensorError, safe_open
 
 from lora_vl.artifacts import atomic_write_json, git_commit, package_versions
+from lora_vl.card import write_model_card
 from lora_vl.errors import InputError
 
 MANIFEST = "manifest.json"
@@ -42,7 +43,10 @@ def make_manifest(kind: str, recipe: dict, **fields: Any) -> dict:
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> None:
+    """The manifest, and the Hub model card (README.md) made from it: every artifact directory
+    can be uploaded as it is (`lora-vl push`)."""
     atomic_write_json(Path(directory) / MANIFEST, manifest)
+    write_model_card(directory, manifest)
 
 
 def read_json_file(path: str | Path, what: str) -> Any:

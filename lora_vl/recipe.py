@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from lora_vl.errors import InputError
+from lora_vl.lock import pin_recipe
 
 
 class RecipeError(InputError):
@@ -55,10 +56,12 @@ SHARE = Range(0, 1)                           # [0, 1]: any share, none and all 
 
 
 def field(default=dataclasses.MISSING, *, help: str, default_factory=dataclasses.MISSING,
-          range: Range | None = None):
+          range: Range | None = None, pins: tuple[str, str] | None = None):
     """A dataclass field that carries its `--help` text and, if numeric, its allowed `range`
-    (checked by `build` for the value, or for every item of a list; None always passes)."""
-    kwargs = {"metadata": {"help": help, "range": range}}
+    (checked by `build` for the value, or for every item of a list; None always passes).
+    `pins=(repo_type, key)` marks a hub revision field: it pins the model/dataset named by
+    sibling `key` (read by `lora_vl.lock`)."""
+    kwargs = {"metadata": {"help": help, "range": range, "pins": pins}}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, **kwargs)
     return dataclasses.field(default=default, **kwargs)
@@ -253,12 +256,15 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_recipe(cls, path: str | Path | None, overrides: list[str] = ()):
-    """Read a YAML recipe (or start empty), apply overrides, and build `cls`."""
+def load_recipe(cls, path: str | Path | None, overrides: list[str] = (), pin: bool = True):
+    """Read a YAML recipe (or start empty), apply overrides, and build `cls`; with `pin`, unset hub
+    revisions come from lora-vl.lock (so every stage, and each run's manifest, has the commit)."""
     data = read_yaml(path) if path is not None else {}
     for ov in overrides:
         apply_override(data, ov)
-    return build(cls, data, where=str(path) if path else "recipe")
+    where = str(path) if path else "recipe"
+    recipe = build(cls, data, where=where)
+    return pin_recipe(recipe, where=where) if pin else recipe
 
 
 def describe(cls, prefix: str = "", indent: str = "  ") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from huggingface_hub import ModelCard
 
 
 def adapt_recipe(tmp: Path, parts: dict, world: dict, **over) -> Path:
@@ -31,3 +32,11 @@ def adapt_recipe(tmp: Path, parts: dict, world: dict, **over) -> Path:
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
+
+
+def assert_model_card(directory: str | Path, library: str = "peft") -> ModelCard:
+    """The directory's README.md is a model card the Hub's parser loads, in the kit's form."""
+    card = ModelCard.load(Path(directory) / "README.md")
+    assert card.data.library_name == library and "lora_vl" in card.data.tags, card.data
+    assert "## Provenance" in card.text
+    return card

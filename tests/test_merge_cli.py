@@ -9,6 +9,7 @@ from lora_vl.handoff import read_manifest
 from lora_vl.cli import main as lora_vl
 from lora_vl.merge.io import read_adapter
 from merge_helpers import lora_delta, synthetic_adapter
+from tests.helpers import assert_model_card
 
 MODS_A = {"model.layers.0.mlp.up_proj": (12, 8, 2), "model.layers.1.mlp.up_proj": (12, 8, 2)}
 MODS_B = {"model.layers.0.mlp.up_proj": (12, 8, 3), "model.layers.1.mlp.up_proj": (12, 8, 3)}
@@ -48,6 +49,7 @@ def test_recipe_with_overrides_writes_adapter_and_manifest(recipe_file, tmp_path
     assert [p["weight"] for p in manifest["parents"]] == [1.0, -0.5]
     assert [p["name"] for p in manifest["parents"]] == ["vl/adapter", "safety/adapter"]
     assert manifest["parents"][0]["weights_sha256"]
+    assert_model_card(out)
     report = json.loads((out / "merge_report.json").read_text())
     ref = lora_delta(a, m) - 0.5 * lora_delta(b, m)
     err = (torch.linalg.norm(ref - merged.modules[m].delta()) / torch.linalg.norm(ref)).item()

@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 from lora_vl.cli import main as lora_vl
 from lora_vl.merge.export import nf4_roundtrip, quantizable_linears
 from merge_helpers import LLAVA_TARGETS, peft_adapter, tiny_llama, tiny_llava
+from tests.helpers import assert_model_card
 
 IDS = torch.tensor([[1, 5, 9, 2, 7, 3]])
 
@@ -35,6 +36,7 @@ def test_full_export_logits_equal_base_plus_delta(tmp_path, llama_base):
     out = tmp_path / "full"
     args = ["export", "--adapter", str(adapter), "--base", str(base), "--output", str(out)]
     assert main(args + ["--dtype", "float32"]) == 0
+    assert_model_card(out, library="transformers")
     with torch.no_grad():
         got = AutoModelForCausalLM.from_pretrained(out).eval()(IDS).logits
     torch.testing.assert_close(got, peft_logits(base, adapter, input_ids=IDS), rtol=1e-4, atol=1e-4)

@@ -16,6 +16,7 @@ from lora_vl.train.loop import train
 from lora_vl.train.stage import pixel_dtype
 from lora_vl.train.safety import build_training, check_parent, main, run_safety
 from safety_helpers import safety_world, sft_recipe  # noqa: F401  (session fixture)
+from tests.helpers import assert_model_card
 
 
 def frozen_state(model) -> dict[str, torch.Tensor]:
@@ -58,6 +59,7 @@ def test_run_writes_stackable_adapter(safety_world, tmp_path):
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["modules_to_save"] is None and cfg["base_model_name_or_path"] == str(safety_world["base"])
     assert all("lora_" in k for k in load_file(str(out / "adapter_model.safetensors")))
+    assert_model_card(out)
 
     model, processor = load_vlm(safety_world["base"], quantization="4bit")
     model = attach_adapters(model, [str(safety_world["vl"]), str(out)])

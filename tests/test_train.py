@@ -15,7 +15,7 @@ from lora_vl.train.adapt import AdaptRecipe, run_adapt
 from lora_vl.train.config import LoraSettings, OptimConfig
 from lora_vl.train.loop import train
 from tests.conftest import COMBOS
-from tests.helpers import adapt_recipe
+from tests.helpers import adapt_recipe, assert_model_card
 
 
 def lora_model(base, quantization="4bit"):
@@ -71,6 +71,7 @@ def test_stages_train_what_they_say(tiny_parts, toy_world, tmp_path):
     tower and the LM base weights are untouched."""
     recipe = load_recipe(AdaptRecipe, adapt_recipe(tmp_path, tiny_parts[("llama", "clip")], toy_world))
     adapter = run_adapt(recipe)
+    assert_model_card(adapter)
     base, _ = load_vlm(tmp_path / "base", quantization="none")
     stage1 = load_file(tmp_path / "run/stage1/projector.safetensors")
     proj0 = L.projector_module(base).state_dict()

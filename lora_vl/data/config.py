@@ -14,7 +14,8 @@ class DataSource:
     path: str = field(help="JSON file, local dataset dir/file, or hub dataset id")
     image_folder: str | None = field(None, help="folder that LLaVA JSON image paths are relative to (default: the JSON's folder)")
     split: str = field("train", help="split of an HF dataset")
-    revision: str | None = field(None, help="hub revision (commit/tag) to pin")
+    revision: str | None = field(None, help="hub revision (commit/tag) to pin (default: lora-vl.lock)",
+                                 pins=("dataset", "path"))
     weight: float = field(1.0, help="fraction of this source to use; >1 repeats it (seeded subset)",
                           range=POSITIVE)
     num_samples: int | None = field(None, help="exact number of samples to take instead of weight",

@@ -23,7 +23,8 @@ class JudgeSpec:
     kind: str = field(help="judge implementation, one of: " + judge_registry.describe())
     model: str | None = field(None, help="hub id or local dir of a model judge (not for "
                                            "'refusal'); toy_oracle: the world's judge/knowledge.json")
-    revision: str | None = field(None, help="hub revision (commit/tag) of the judge model")
+    revision: str | None = field(None, help="hub revision (commit/tag) of the judge model (default: lora-vl.lock)",
+                                 pins=("model", "model"))
     quantization: Literal["none", "4bit"] = field("none", help="load the judge in 4-bit (bitsandbytes NF4)")
     batch_size: int = field(8, help="judge prompts per generate() call", range=AT_LEAST_ONE)
     max_new_tokens: int | None = field(None, help="judge output budget (default: the judge's upstream one)",
@@ -45,7 +46,8 @@ class BenchmarkSpec:
     name: str = field(help="label in results and in the generation cache key")
     reader: str = field(help="benchmark family, one of: " + reader_registry.describe())
     source: str = field(help="hub dataset id, or a local file/folder in the benchmark's own layout")
-    revision: str | None = field(None, help="hub revision to pin (commit sha or tag)")
+    revision: str | None = field(None, help="hub revision to pin (commit sha or tag; default: lora-vl.lock)",
+                                 pins=("dataset", "source"))
     config: str | None = field(None, help="hub config name (e.g. MMBench 'en', LMMs-Eval-Lite 'mme')")
     split: str | None = field(None, help="hub split (reader default if unset)")
     data_files: str | None = field(None, help="hub data_files (e.g. SORRY-Bench question.jsonl)")

@@ -13,8 +13,8 @@ from lora_vl.recipe import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Recip
 class ModelConfig:
     lm: str | None = field(None, help="causal LM hub id or local path (composed with `vision`)")
     vision: str | None = field(None, help="CLIP or SigLIP hub id or local path")
-    lm_revision: str | None = field(None, help="hub revision of the LM to pin")
-    vision_revision: str | None = field(None, help="hub revision of the vision encoder to pin")
+    lm_revision: str | None = field(None, help="hub revision of the LM to pin (default: lora-vl.lock)", pins=("model", "lm"))
+    vision_revision: str | None = field(None, help="hub revision of the vision encoder to pin (default: lora-vl.lock)", pins=("model", "vision"))
     base: str | None = field(None, help="an existing Llava checkpoint to start from instead of composing lm + vision")
     base_dir: str | None = field(None, help="where the composed Llava checkpoint is written (default: OUTPUT_DIR/base)")
     chat_template: str = field("auto", help="auto (the LM's own) or one of " + ", ".join(sorted(TEMPLATES)))

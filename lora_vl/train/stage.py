@@ -10,6 +10,7 @@ from lora_vl import distributed as dist
 from lora_vl.artifacts import atomic_dir, fingerprint_files, fingerprint_obj
 from lora_vl.errors import InputError
 from lora_vl.handoff import check_output, make_manifest, read_manifest, write_manifest
+from lora_vl.lock import read_lock, verify_data_file, verify_data_folder
 from lora_vl.data.config import DataConfig
 from lora_vl.models.compose import ComposeSpec, compose, save_composed
 from lora_vl.recipe import describe, load_recipe
@@ -72,10 +73,14 @@ def ensure_base(model: ModelConfig, output_dir: Path) -> Path:
 
 def data_provenance(data: DataConfig) -> list[dict]:
     out = []
+    lock = read_lock()
     for src in data.sources:
         entry = {"format": src.format, "path": src.path, "revision": src.revision}
+        if src.image_folder and Path(src.image_folder).is_dir():
+            verify_data_folder(src.image_folder, lock)
         if Path(src.path).is_file():
-            entry["sha256"] = fingerprint_files([src.path])  # the JSON; image bytes not hashed
+            # the JSON (image bytes not hashed); a fetched file is hashed once, against the lock
+            entry["sha256"] = verify_data_file(src.path, lock) or fingerprint_files([src.path])
         elif Path(src.path).is_dir():
             entry["stamp"] = local_stamp(src.path)  # a saved dataset folder
         out.append(entry)
