@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from lora_vl.merge.io import MergeError
 from lora_vl.merge.recipe import MergeRecipe
@@ -62,3 +62,33 @@ def test_no_positive_weight_means_no_average(tmp_path, adapters):
     assert not (tmp_path / "merged").exists()
     tensors, cfg = merged(tmp_path, adapters, {"vl": -1.0, "neg": -0.5}, modules_to_save="none")
     assert not any("multi_modal_projector" in k for k in tensors) and cfg["modules_to_save"] is None
+
+
+def hand_adapter(path, delta: torch.Tensor):
+    """A rank-2 adapter whose delta is exactly `delta` (A = I, scale alpha/r = 1), plus a projector."""
+    tensors = {f"base_model.model.{MODULE}.lora_A.weight": torch.eye(2),
+               f"base_model.model.{MODULE}.lora_B.weight": delta,
+               f"base_model.model.{PROJ}": PROJECTORS["vl"]}
+    path.mkdir(parents=True)
+    save_file(tensors, str(path / "adapter_model.safetensors"))
+    (path / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": 2, "lora_alpha": 2, "target_modules": [MODULE],
+        "modules_to_save": ["multi_modal_projector"], "base_model_name_or_path": "tiny-base"}))
+    return path
+
+
+@pytest.mark.parametrize("method,want", [
+    # λ = 1, -1 on τ1 = [[1,-2],[3,.5]], τ2 = [[2,1],[-1,4]]: weighted -τ2 = [[-2,-1],[1,-4]], sum
+    # [[-1,-3],[4,-3.5]]; TIES elects the sign of that sum and averages the agreeing weighted entries
+    ("ties", [[-2.0, -1.5], [2.0, -4.0]]),
+    ("magnitude", [[-1.0, -3.0], [4.0, -3.5]]),  # density 1: nothing trimmed, the plain signed sum
+])
+def test_dense_methods_with_a_subtracted_adapter(tmp_path, method, want):
+    a = hand_adapter(tmp_path / "a", torch.tensor([[1.0, -2.0], [3.0, 0.5]]))
+    b = hand_adapter(tmp_path / "b", torch.tensor([[2.0, 1.0], [-1.0, 4.0]]))
+    tensors, _ = merged(tmp_path, {"a": a, "b": b}, {"a": 1.0, "b": -1.0}, method=method, density=1.0,
+                        svd="exact")
+    B = tensors[f"base_model.model.{MODULE}.lora_B.weight"].double()
+    A = tensors[f"base_model.model.{MODULE}.lora_A.weight"].double()
+    torch.testing.assert_close(B @ A, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-5)
+    assert torch.equal(tensors[f"base_model.model.{PROJ}"], PROJECTORS["vl"])  # the positive input's copy
