@@ -36,6 +36,7 @@ def recipe(tmp_path, tiny_parts, toy_world, name: str):
     path = adapt_recipe(tmp_path, tiny_parts[("llama", "clip")], toy_world, stage1=None)
     r = yaml.safe_load(path.read_text())
     r["output_dir"] = str(tmp_path / name)
+    r["lora"]["dropout"] = 0.1  # randomness in every forward: each micro-batch's draw must not depend on N
     r["stage2"]["optim"].update(micro_batch_size=2, global_batch_size=4, max_steps=3, save_every=1,
                                 keep_checkpoints=5, lr=5e-3)
     out = tmp_path / f"{name}.yaml"

@@ -23,7 +23,8 @@ def run(recipe, **kw):
 def test_sigkill_then_rerun_resumes(tiny_parts, toy_world, tmp_path):
     recipe = adapt_recipe(tmp_path, tiny_parts[("llama", "clip")], toy_world,
                           stage1__optim__max_steps=2, stage2__optim__max_steps=40,
-                          stage2__optim__save_every=3)
+                          stage2__optim__save_every=3,
+                          lora__dropout=0.1)  # random draws in every step: the resumed run must redraw them
     ckpts = tmp_path / "run/checkpoints/stage2"
     proc = run(recipe)
     deadline = time.time() + 240

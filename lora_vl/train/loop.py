@@ -6,7 +6,8 @@ and a loss. Checkpoints hold the trainable weights (safetensors), optimizer and 
 state; each is written to a temporary directory and renamed, so a run killed at any moment
 (SIGKILL included) resumes from its last complete checkpoint when the same command runs again.
 Batch order is a pure function of (seed, epoch) and the random state is re-seeded from
-(seed, step, rank) at every step, so a resumed run computes exactly what it would have.
+(seed, step, micro-batch) before every micro-batch, so a resumed run computes exactly what it
+would have, and dropout draws the same masks whichever process runs a micro-batch.
 
 The loss of an optimizer step is the mean over ALL its labelled tokens (as current HF Trainer
 computes it), not the mean of per-micro-batch means, which weights short and long micro-batches
@@ -105,8 +106,10 @@ class Schedule:
         return [self.micro_batch(step * self.accum + k) for k in range(rank, self.accum, world)]
 
 
-def step_seed(seed: int, step: int, rank: int) -> int:
-    return zlib.crc32(f"{seed}:{step}:{rank}".encode())
+def step_seed(seed: int, step: int, micro: int) -> int:
+    """The random state of micro-batch `micro` (its place in the step, 0..accum-1): not the
+    process's rank, so N processes draw what one process draws for the same micro-batch."""
+    return zlib.crc32(f"{seed}:{step}:{micro}".encode())
 
 
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
@@ -170,8 +173,11 @@ def accumulate_step(model, trainset, sched: Schedule, step: int, loss_fn, cfg: O
     over all processes. Returns (the step's loss, its token count), or None if every record of
     the step was skipped as bad (then nothing ran and no gradient exists)."""
     rank, world = dist.rank(), dist.world_size()
-    batches = [b for b in (trainset.collate([trainset[i] for i in mb])
-                           for mb in sched.step_batches(step, rank, world)) if b is not None]
+    # (place k of each micro-batch in the step: it seeds the micro-batch's randomness, batch)
+    mine = [(k, trainset.collate([trainset[i] for i in mb]))
+            for k, mb in zip(range(rank, sched.accum, world), sched.step_batches(step, rank, world))]
+    mine = [(k, b) for k, b in mine if b is not None]
+    batches = [b for _, b in mine]
     counts = [loss_fn.count(b) for b in batches]
     n_items, n_batches, n_tokens = dist.all_reduce_sum(torch.tensor(
         [sum(counts), len(batches), sum(int(b["attention_mask"].sum()) for b in batches)],
@@ -180,7 +186,8 @@ def accumulate_step(model, trainset, sched: Schedule, step: int, loss_fn, cfg: O
         return None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     step_loss = torch.zeros((), dtype=torch.float64)
-    for batch, count in zip(batches, counts):
+    for (k, batch), count in zip(mine, counts):
+        torch.manual_seed(step_seed(cfg.seed, step, k))
         denom = n_items if cfg.loss_average == "token" else count * n_batches
         with autocast:
             loss = loss_fn(model, to_device(batch, device, pixel_dtype), max(denom, 1))
@@ -223,7 +230,6 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
     bar = tqdm(total=sched.total_steps, initial=start, desc=desc, unit="step", disable=not main)
     try:
         for step in range(start, sched.total_steps):
-            torch.manual_seed(step_seed(cfg.seed, step, dist.rank()))
             t_step = time.time()
             done = accumulate_step(model, trainset, sched, step, loss_fn, cfg, device, pixel_dtype)
             if done is None:  # every record of this step was skipped as bad: not a training step
