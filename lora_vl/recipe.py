@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -173,7 +174,9 @@ def check_range(value: Any, allowed: Range | None, where: str) -> None:
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a mapping key given twice (it would keep the last silently)."""
+    """PyYAML's safe loader, refusing a mapping key given twice (it would keep the last silently),
+    and reading `1e-5` as a number as YAML 1.2 does (PyYAML follows YAML 1.1, where a float needs a
+    dot: `1e-5` was the string '1e-5', refused as "expected float")."""
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -186,6 +189,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     "expected each key once", key_node.start_mark)
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_implicit_resolver(  # PyYAML copies the resolver table for the subclass
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def parse_yaml(text: str):

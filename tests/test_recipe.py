@@ -81,3 +81,9 @@ def test_help_shows_each_numeric_range():
 def test_a_learning_rate_outside_its_range_is_refused_with_its_key(tmp_path, value):
     with pytest.raises(RecipeError, match=r"stage2\.optim\.lr: expected a value > 0, got"):
         load_recipe(AdaptRecipe, write(tmp_path, MINIMAL), [f"stage2.optim.lr={value}"])
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """`1e-5` is a float (YAML 1.2), in the file and in an override, as researchers write it."""
+    r = load_recipe(AdaptRecipe, write(tmp_path, MINIMAL + "  optim: {lr: 2e-5}\n"), ["stage2.optim.lr_projector=1E-4"])
+    assert r.stage2.optim.lr == 2e-5 and r.stage2.optim.lr_projector == 1e-4
