@@ -97,3 +97,31 @@ def test_trim_threshold_is_exact_with_ties(dtype):
     t = (torch.randint(-6, 7, (37, 23), generator=g).double() / 4).to(dtype)  # many equal magnitudes
     for density in (0.1, 0.5, 0.77, 1.0):
         assert torch.equal(trim_magnitude(t, density), trim(t, density))
+
+
+def test_factor_dense_from_the_inputs_row_spaces_reports_its_true_error():
+    """Started from the LoRA inputs' A rows (as merge_dense starts it) with one power iteration:
+    the reported error is the true one, and near the exact SVD's optimum on a TIES result (at 7B
+    shapes within 0.1% of it, docs/bench_merge.md; at this size within 2%)."""
+    from lora_vl.merge.dense import ties
+    g = torch.Generator().manual_seed(0)
+    m, n = 1000, 800
+    A1, A2 = torch.randn(24, n, generator=g), torch.randn(12, n, generator=g)
+    B1 = torch.randn(m, 24, generator=g) * torch.logspace(0, -2, 24)
+    B2 = torch.randn(m, 12, generator=g)
+    M = ties([B1 @ A1, B2 @ A2], [1.0, 0.6], 0.5)
+    best = factor_dense(M, 24, svd="exact")[1].rel_error
+    f, stats = factor_dense(M, 24, svd="randomized", niter=1, oversample=0, start=torch.cat([A1, A2]).T)
+    true = (torch.linalg.norm(M.double() - f.delta()) / torch.linalg.norm(M.double())).item()
+    assert f.rank == 24 and stats.rel_error == pytest.approx(true, rel=1e-5)
+    assert best <= stats.rel_error <= best * 1.02
+
+
+def test_factor_dense_of_a_low_rank_delta_drops_zero_directions():
+    """A delta of rank 3 asked for rank 8: three factors' worth, exact, no NaN from σ = 0."""
+    g = torch.Generator().manual_seed(1)
+    M = torch.randn(400, 3, generator=g) @ torch.randn(3, 300, generator=g)
+    f, stats = factor_dense(M, 8, svd="randomized", niter=1, start=torch.randn(300, 4, generator=g))
+    assert f.rank == 3 and torch.isfinite(f.A).all() and torch.isfinite(f.B).all()
+    torch.testing.assert_close(f.delta().float(), M, rtol=1e-4, atol=1e-4)
+    assert stats.rel_error < 1e-5

@@ -52,7 +52,7 @@ def split_svd(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, rank: int, dty
                        (U[:, :rank] * root[None, :]).to(dtype).contiguous(), 1.0)
 
 
-def _gram_basis(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gram_basis(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """X (n x k) = Q R with orthonormal Q = X·W, returned as (W, R), both small (k x k').
 
     From the float64 Gram matrix XᵀX = V Λ Vᵀ: W = V Λ^-1/2, R = Λ^1/2 Vᵀ (zero directions
@@ -73,8 +73,8 @@ def compress(f: LoraFactors, rank: int) -> tuple[LoraFactors, CompressionStats]:
     the small core gives the singular values of ΔW exactly and the truncation error for free.
     """
     dtype = torch.promote_types(f.A.dtype, torch.float32)
-    Wb, Rb = _gram_basis(f.B)
-    Wa, Ra = _gram_basis(f.A.T)
+    Wb, Rb = gram_basis(f.B)
+    Wa, Ra = gram_basis(f.A.T)
     Uc, S, Vhc = torch.linalg.svd(f.scale * (Rb @ Ra.T))
     keep = max(1, min(rank, int((S > 0).sum())))
     stats = energy_stats(S, keep, float((S ** 2).sum()))

@@ -18,22 +18,32 @@ import zlib
 import numpy as np
 import torch
 
-from lora_vl.merge.algebra import CompressionStats, energy_stats, split_svd
+from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, split_svd
 from lora_vl.merge.io import LoraFactors
 from lora_vl.merge.methods import merge_method
 
 
 def trim_magnitude(t: torch.Tensor, density: float) -> torch.Tensor:
     """Zero all but the ⌈density·n⌉ entries of largest magnitude (ties at the threshold kept)."""
+    return t if density >= 1.0 else trim_(t.clone(), density)
+
+
+def trim_(t: torch.Tensor, density: float) -> torch.Tensor:
+    """`trim_magnitude` in place. In-place ops throughout: on CPU a fresh 45M-entry temporary
+    costs more in page faults than the arithmetic (a 7B MLP delta: `d * 1.5` 229 ms, the same
+    product into an existing buffer 86 ms)."""
     if density >= 1.0:
         return t
     k = max(1, int(round(density * t.numel())))
-    mag = t.abs()
-    # The k-th largest |t| exactly, by introselect: numpy.partition takes 0.17 s on 45M float32
-    # entries (2 cores), torch's kthvalue 1.2 s, topk 5 s, a full sort 7.8 s (docs/bench_merge.md).
-    flat = mag.reshape(-1).numpy() if mag.dtype != torch.bfloat16 else mag.float().reshape(-1).numpy()
-    threshold = float(np.partition(flat, flat.size - k)[flat.size - k])
-    return torch.where(mag >= threshold, t, torch.zeros((), dtype=t.dtype))
+    mag = t.abs() if t.dtype != torch.bfloat16 else t.float().abs()
+    # The k-th largest |t| exactly, by introselect in place on our own copy: numpy.partition takes
+    # 0.17 s on 45M float32 entries (2 cores), torch's kthvalue 1.2 s, topk 5 s, a full sort 7.8 s
+    # (docs/bench_merge.md).
+    flat = mag.reshape(-1).numpy().copy()
+    flat.partition(flat.size - k)
+    threshold = float(flat[flat.size - k])
+    del flat
+    return t.mul_(mag.ge_(threshold).to(t.dtype))  # × 1.0 keeps an entry exactly, × 0.0 zeroes it
 
 
 def module_generator(seed: int, module: str, index: int) -> torch.Generator:
@@ -41,71 +51,122 @@ def module_generator(seed: int, module: str, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{module}:{index}".encode()))
 
 
-def dare_drop(t: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
-    """Random drop with rescale: E[dare_drop(t)] = t."""
+def dare_drop_(t: torch.Tensor, density: float, generator: torch.Generator) -> torch.Tensor:
+    """Random drop with rescale, in place: E[dare_drop_(t)] = t."""
     if density >= 1.0:
         return t
-    keep = torch.rand(t.shape, generator=generator) < density
-    return torch.where(keep, t / density, torch.zeros((), dtype=t.dtype))
+    keep = torch.rand(t.shape, generator=generator).lt_(density).to(t.dtype)
+    return t.div_(density).mul_(keep)
 
 
 def disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
-    """TIES sign election and disjoint mean over already weighted task deltas."""
-    total = torch.zeros_like(weighted[0])
+    """TIES sign election and disjoint mean over already weighted task deltas: per entry, the mean
+    over the inputs whose entry is non-zero and has the sign of the sum. The inputs are read only."""
+    sign = weighted[0].clone()
+    for t in weighted[1:]:
+        sign.add_(t)
+    sign.sign_()
+    acc, count, agree = torch.zeros_like(sign), torch.zeros_like(sign), torch.empty_like(sign)
     for t in weighted:
-        total += t
-    sign = torch.sign(total)
-    acc = torch.zeros_like(total)
-    count = torch.zeros_like(total)
-    for t in weighted:
-        agree = (torch.sign(t) == sign) & (t != 0)
-        acc += torch.where(agree, t, 0.0)
-        count += agree
-    return acc / count.clamp(min=1)
+        # sign(t)·sign(sum) is 1 exactly where t ≠ 0 agrees with the elected sign (0 or -1 elsewhere)
+        torch.sign(t, out=agree).mul_(sign).gt_(0)
+        count.add_(agree)
+        acc.addcmul_(t, agree)
+    return acc.div_(count.clamp_(min=1))
 
 
+# Dense methods take the dense deltas as their own: they are trimmed / dropped in place.
 @merge_method("ties", dense=True, help="trim each delta to `density`, elect signs, disjoint mean (Yadav et al. 2023)")
 def ties(deltas: list[torch.Tensor], weights: list[float], density: float, gens=None) -> torch.Tensor:
-    return disjoint_mean([w * trim_magnitude(d, density) for d, w in zip(deltas, weights)])
+    return disjoint_mean([trim_(d, density).mul_(w) for d, w in zip(deltas, weights)])
 
 
 @merge_method("dare", dense=True, help="drop entries at random (keep `density`), rescale, sum (Yu et al. 2024)")
 def dare(deltas, weights, density, gens: list[torch.Generator]) -> torch.Tensor:
-    return sum(w * dare_drop(d, density, g) for d, w, g in zip(deltas, weights, gens))
+    return weighted_total([dare_drop_(d, density, g) for d, g in zip(deltas, gens)], weights)
 
 
 @merge_method("dare_ties", dense=True, help="DARE drop/rescale, then TIES sign election + disjoint mean")
 def dare_ties(deltas, weights, density, gens: list[torch.Generator]) -> torch.Tensor:
-    return disjoint_mean([w * dare_drop(d, density, g) for d, w, g in zip(deltas, weights, gens)])
+    return disjoint_mean([dare_drop_(d, density, g).mul_(w) for d, w, g in zip(deltas, weights, gens)])
 
 
 @merge_method("magnitude", dense=True, help="trim each delta to `density` by magnitude, then sum")
 def magnitude(deltas: list[torch.Tensor], weights: list[float], density: float, gens=None) -> torch.Tensor:
-    return sum(w * trim_magnitude(d, density) for d, w in zip(deltas, weights))
+    return weighted_total([trim_(d, density) for d in deltas], weights)
 
 
-def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 4,
-                 oversample: int = 64, seed: int = 0) -> tuple[LoraFactors, CompressionStats]:
+def weighted_total(deltas: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Σ w_i d_i, accumulated into the first delta's memory."""
+    total = deltas[0].mul_(weights[0])
+    for d, w in zip(deltas[1:], weights[1:]):
+        total.add_(d.mul_(w))  # not add_(alpha=w): that may fuse into one rounding, unlike w·d + total
+    return total
+
+
+def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 1, oversample: int = 64,
+                 seed: int = 0, start: torch.Tensor | None = None) -> tuple[LoraFactors, CompressionStats]:
     """Rank-`rank` LoRA factors of a dense delta, with the exact relative error of the result.
 
-    svd="exact": full SVD (LAPACK); "randomized": torch.svd_lowrank with `oversample` extra
-    columns and `niter` power iterations (64 extra columns: on the flat spectra of TIES results of
-    random 7B-shaped adapters, 16 left the error 0.5% above the optimum, 64 reaches it; see
-    docs/bench_merge.md); "auto" picks randomized when rank is well below the
-    dimensions. With an orthonormal range basis Q, U S Vᵀ = Q Qᵀ M, so ||M - ΔW_r||² =
-    ||M||² − Σ kept σ² holds for both and the reported error is the true one.
+    svd="exact": full SVD (LAPACK). "randomized": a randomized range finder (Halko et al. 2011)
+    with `niter` power iterations, started from `start` when given (a d_in x k matrix whose columns
+    span a guess of M's row space) and from seeded Gaussian columns otherwise, filled up to
+    rank + `oversample` columns. A merge of LoRA deltas lies mostly in the span of its inputs' A
+    rows, so from that start one power iteration reaches the error that four reach from a random
+    start (equal to 1e-4 relative on 7B-shaped TIES merges) at 4 instead of 10 passes over M
+    (docs/bench_merge.md); from a random start, 64 extra columns were needed on the flat spectra
+    of random adapters (16 left the error 0.5% above the optimum). "auto" picks randomized when
+    rank is well below the dimensions. With an orthonormal range basis Q, U S Vᵀ = Q Qᵀ M, so
+    ||M - ΔW_r||² = ||M||² − Σ kept σ² holds for both and the reported error is the true one.
     """
     dtype = M.dtype
     small = min(M.shape)
     rank = min(rank, small)
-    use_random = svd == "randomized" or (svd == "auto" and rank + oversample < small // 2)
-    if use_random:
-        # svd_lowrank draws its test matrix from the global generator: seed it, then restore it.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            U, S, V = torch.svd_lowrank(M, q=min(rank + oversample, small), niter=niter)
-        Vh = V.T
+    if svd == "randomized" or (svd == "auto" and rank + oversample < small // 2):
+        Q = range_basis(M, sketch_matrix(M, rank + oversample, start, seed), niter)
+        U, S, Vh = small_svd(Q, Q.T @ M)
     else:
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
-    stats = energy_stats(S, rank, float((M.double() ** 2).sum()))
+    rank = min(rank, len(S))
+    stats = energy_stats(S, rank, float(torch.linalg.vector_norm(M, dtype=torch.float64) ** 2))
     return split_svd(U, S, Vh, rank, dtype), stats
+
+
+def sketch_matrix(M: torch.Tensor, columns: int, start: torch.Tensor | None, seed: int) -> torch.Tensor:
+    """`start`'s columns, then seeded Gaussian ones up to `columns` (at most min(M.shape))."""
+    columns = min(columns, min(M.shape))
+    have = [] if start is None else [start[:, :columns].to(M.dtype)]
+    missing = columns - (have[0].shape[1] if have else 0)
+    if missing > 0:
+        g = torch.Generator().manual_seed(seed)
+        have.append(torch.randn(M.shape[1], missing, generator=g, dtype=M.dtype))
+    return torch.cat(have, dim=1)
+
+
+def orthonormal(X: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis of X's columns, by the float64 Gram matrix twice (CholeskyQR2-style:
+    the second pass restores the orthogonality the first loses in X's dtype). LAPACK's QR of a
+    tall 11008 x 192 block was ~3x slower here, and this runs 3 times per module. Directions of X
+    below 1e-6 of its largest singular value are dropped (`gram_basis`), so Q may be narrower."""
+    for _ in range(2):
+        X = X @ gram_basis(X)[0].to(X.dtype)
+    return X
+
+
+def range_basis(M: torch.Tensor, omega: torch.Tensor, niter: int) -> torch.Tensor:
+    """Orthonormal Q with range(Q) ≈ the top of range(M): M Ω, then `niter` power iterations
+    (each re-orthonormalised, which keeps small singular directions from being lost)."""
+    Q = orthonormal(M @ omega)
+    for _ in range(niter):
+        Q = orthonormal(M @ orthonormal(M.T @ Q))
+    return Q
+
+
+def small_svd(Q: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD of Q·C (Q orthonormal, C = QᵀM short and wide) from the float64 eigenvalues of C Cᵀ:
+    U = Q·Uc, Vh = Ucᵀ C / σ. Vh rows of tiny σ are imprecise but σ·Vh = Ucᵀ C is exact, so the
+    factors' product is right."""
+    C64 = C.double()
+    lam, Uc = torch.linalg.eigh(C64 @ C64.T)
+    S, Uc = lam.flip(0).sqrt(), Uc.flip(1)  # λ > 0: Q's columns all lie in M's range (see orthonormal)
+    return Q @ Uc.to(Q.dtype), S.to(Q.dtype), ((Uc.T @ C64) / S[:, None]).to(Q.dtype)

@@ -55,7 +55,7 @@ class LoraFactors:
 
     def delta(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The dense d_out x d_in delta (float64 by default: for tests and references)."""
-        return self.scale * (self.B.to(dtype) @ self.A.to(dtype))
+        return (self.B.to(dtype) @ self.A.to(dtype)).mul_(self.scale)  # in place: no second d_out x d_in buffer
 
 
 @dataclass

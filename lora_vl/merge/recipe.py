@@ -50,7 +50,8 @@ class MergeRecipe:
     seed: int = field(0, help="seed of DARE's random drop and of the randomized SVD")
     svd: Literal["auto", "exact", "randomized"] = field(
         "auto", help="dense methods: how to factor back (randomized for large modules; error is reported)")
-    svd_niter: int = field(4, help="power iterations of the randomized SVD", range=NON_NEGATIVE)
+    svd_niter: int = field(1, help="power iterations of the randomized SVD, which starts from the inputs' "
+                           "LoRA row spaces (1 reaches the error of 4 from a random start)", range=NON_NEGATIVE)
     modules_to_save: str = field("average", help="projector & other saved modules: 'average' (weighted by "
                                  "the positive input weights), 'none', or an input name / index to copy")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(

@@ -101,7 +101,8 @@ def merge_dense(recipe: MergeRecipe, module: str, factors: list[LoraFactors | No
     if not torch.any(M):
         return None, None
     rank = recipe.rank or max(f.rank for _, f in present)
-    return dense.factor_dense(M, rank, recipe.svd, recipe.svd_niter, seed=recipe.seed)
+    start = torch.cat([f.A.float() for _, f in present]).T  # the inputs' row spaces (see factor_dense)
+    return dense.factor_dense(M, rank, recipe.svd, recipe.svd_niter, seed=recipe.seed, start=start)
 
 
 def merged_modules(recipe: MergeRecipe, files: list[AdapterFile], shapes: dict[str, tuple[int, int]],
