@@ -186,3 +186,13 @@ def test_fast_render_equals_apply_chat_template(processors, fmt, generation):
     for template, m in ((None, msgs if not generation else msgs[:3]), (PLAIN, msgs[:2])):
         want = tok.apply_chat_template(m, tokenize=False, chat_template=template, add_generation_prompt=generation)
         assert _render(tok, m, generation, template) == want
+
+
+def test_image_token_id_of_a_tokenizer_without_one_is_none():
+    """The real Llama-2 tokenizer maps an unknown token to <unk> (id 0): that is no image token."""
+    from lora_vl.data.encode import image_token_id
+
+    tok = llama2_tokenizer()
+    assert tok.unk_token_id == 0 and image_token_id(tok) is None
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    assert image_token_id(tok) == tok.convert_tokens_to_ids("<image>") == 32000
