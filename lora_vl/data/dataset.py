@@ -112,7 +112,11 @@ class TrainSet:
         held = cache.load(key, len(records)) if cache else None
         found = held if held is not None else verdicts(
             lambda i: self._judge(records[i]), len(records), workers or machine_workers())
-        kept = [self._admit(s, v) for s, v in zip(records, found)]
+        try:
+            kept = [self._admit(s, v) for s, v in zip(records, found)]
+        finally:  # a first bad record: end the pool and clear the progress bar before the error prints
+            if held is None:
+                found.close()
         if cache and held is None:
             cache.save(key, kept)
         if not self.samples:
