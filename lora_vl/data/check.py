@@ -36,7 +36,8 @@ def machine_workers() -> int:
     use shared among the training processes on it."""
     if os.environ.get("LORA_VL_DATA_WORKERS"):
         return max(1, int(os.environ["LORA_VL_DATA_WORKERS"]))
-    return max(1, len(os.sched_getaffinity(0)) // dist.world_size())
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // dist.world_size())
 
 
 _judge: Callable[[int], Verdict] | None = None  # set in the parent before forking; workers inherit it
