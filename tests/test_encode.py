@@ -171,3 +171,28 @@ def test_real_llama2_tokenizer_labels(fmt, learned):
     toks = tok.convert_ids_to_tokens(enc.input_ids)
     assert [t for t, l in zip(toks, enc.labels) if l != IGNORE] == learned
     assert toks[:2] == (["<s>", "▁["] if fmt == "llama2" else ["<s>", "▁<"])  # fresh text after BOS
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("generation", [False, True])
+def test_fast_render_equals_apply_chat_template(processors, fmt, generation):
+    """encode.py renders with the compiled template directly (skipping apply_chat_template's
+    per-call normalisation); the text must be the library's, under every template we ship."""
+    from lora_vl.data.encode import _render
+    from lora_vl.models.templates import PLAIN
+
+    tok = processors[fmt].tokenizer
+    msgs = conv(True, 2)
+    for template, m in ((None, msgs if not generation else msgs[:3]), (PLAIN, msgs[:2])):
+        want = tok.apply_chat_template(m, tokenize=False, chat_template=template, add_generation_prompt=generation)
+        assert _render(tok, m, generation, template) == want
+
+
+def test_image_token_id_of_a_tokenizer_without_one_is_none():
+    """The real Llama-2 tokenizer maps an unknown token to <unk> (id 0): that is no image token."""
+    from lora_vl.data.encode import image_token_id
+
+    tok = llama2_tokenizer()
+    assert tok.unk_token_id == 0 and image_token_id(tok) is None
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    assert image_token_id(tok) == tok.convert_tokens_to_ids("<image>") == 32000

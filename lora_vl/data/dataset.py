@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from lora_vl import distributed as dist
 
 from lora_vl.data.batching import collate
+from lora_vl.data.check import OVERLONG, CheckCache, Verdict, machine_workers, verdicts
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.encode import BadRecord, Encoded, Overlong, encode_chat
 from lora_vl.data.formats import FORMATS, names
@@ -37,11 +38,23 @@ class DataReport:
     skipped_at_batch: Counter = field(default_factory=Counter)  # bad only once decoded (corrupt past the header)
     dropped_overlong: int = 0
     examples: list[str] = field(default_factory=list)
+    batch_examples: list[str] = field(default_factory=list)
+
+    def take_batch_skips(self) -> tuple[Counter, list[str]]:
+        """The batch-time skips counted so far, removed: a DataLoader worker hands them back to
+        the training process (`add_batch_skips`), whose report is the one written."""
+        taken = self.skipped_at_batch, self.batch_examples
+        self.skipped_at_batch, self.batch_examples = Counter(), []
+        return taken
+
+    def add_batch_skips(self, skipped: Counter, examples: list[str]) -> None:
+        self.skipped_at_batch.update(skipped)
+        self.batch_examples += examples
 
     def as_dict(self) -> dict:
-        at_batch, examples = Counter(), list(self.examples)
+        at_batch, examples = Counter(), self.examples + self.batch_examples
         if dist.world_size() > 1:
-            for c, ex in gather_object([(self.skipped_at_batch, self.examples)]):
+            for c, ex in gather_object([(self.skipped_at_batch, self.examples + self.batch_examples)]):
                 at_batch.update(c)
                 examples += [e for e in ex if e not in examples]
         else:
@@ -83,17 +96,29 @@ def verify_images(sample: Sample) -> None:
 
 class TrainSet:
     """Samples of the recipe's mixture; subclasses change what a record is (see PairSet) by
-    passing `records` and overriding `encode`, `length` and `collate`."""
+    passing `records` and overriding `encode`, `length` and `collate`. `workers` processes check
+    the records (default: sized to the machine); with `cache` the verdicts are reused when
+    nothing they depend on changed."""
 
-    def __init__(self, cfg: DataConfig, processor, records: list | None = None):
+    def __init__(self, cfg: DataConfig, processor, records: list | None = None, *,
+                 cache: CheckCache | None = None, workers: int | None = None):
         self.cfg, self.processor = cfg, processor
         self.pad_id = processor.tokenizer.pad_token_id
         self.report = DataReport()
         self.samples: list = []
         self.lengths: list[int] = []
-        for s in tqdm(read_sources(cfg) if records is None else records, desc="checking data",
-                      unit="rec", leave=False, disable=not dist.is_main()):
-            self._admit(s)
+        records = read_sources(cfg) if records is None else records
+        key = cache.key(cfg, type(self).__name__, processor, self.chat_template) if cache else None
+        held = cache.load(key, len(records)) if cache else None
+        found = held if held is not None else verdicts(
+            lambda i: self._judge(records[i]), len(records), workers or machine_workers())
+        try:
+            kept = [self._admit(s, v) for s, v in zip(records, found)]
+        finally:  # a first bad record: end the pool and clear the progress bar before the error prints
+            if held is None:
+                found.close()
+        if cache and held is None:
+            cache.save(key, kept)
         if not self.samples:
             raise BadRecord(f"no usable records in the data mixture ({self.report.as_dict()})")
         skipped = sum(self.report.skipped.values())
@@ -102,28 +127,40 @@ class TrainSet:
                        f"{self.report.dropped_overlong} over max_length {cfg.max_length} "
                        f"(first: {self.report.examples[0] if self.report.examples else '-'})")
 
-    def _admit(self, s: Sample) -> None:
+    @property
+    def chat_template(self) -> str | None:
+        return STAGE_FORMATS[self.cfg.chat_format]
+
+    def _judge(self, s) -> Verdict:
+        """The record's verdict: its length, OVERLONG, or why it is bad (see data/check.py)."""
         try:
             verify_images(s)
-            enc = self.encode(s, with_pixels=False)
+            return self.length(self.encode(s, with_pixels=False))
         except Overlong:
-            self.report.dropped_overlong += 1
-            return
+            return OVERLONG
         except BadRecord as e:
+            return str(e)
+
+    def _admit(self, s, verdict: Verdict) -> Verdict:
+        """Apply the policy to one verdict, in record order (so the first bad record is named)."""
+        if verdict == OVERLONG:
+            self.report.dropped_overlong += 1
+        elif isinstance(verdict, str):
             if self.cfg.bad_records == "error":
-                raise
+                raise BadRecord(verdict)
             self.report.skipped[s.source] += 1
-            self.report.examples.append(str(e))
-            return
-        self.samples.append(s)
-        self.lengths.append(self.length(enc))
-        self.report.used[s.source] += 1
+            self.report.examples.append(verdict)
+        else:
+            self.samples.append(s)
+            self.lengths.append(verdict)
+            self.report.used[s.source] += 1
+        return verdict
 
     def encode(self, s: Sample, with_pixels: bool = True) -> Encoded:
         images = [load_rgb(i, s.where) for i in s.images] if with_pixels else [None] * len(s.images)
         return encode_chat(self.processor, s.messages, images, max_length=self.cfg.max_length,
                            truncate=self.cfg.overlong == "truncate", where=s.where,
-                           with_pixels=with_pixels, chat_template=STAGE_FORMATS[self.cfg.chat_format])
+                           with_pixels=with_pixels, chat_template=self.chat_template)
 
     def length(self, enc: Encoded) -> int:
         return len(enc.input_ids)
@@ -142,5 +179,5 @@ class TrainSet:
             if self.cfg.bad_records == "error":
                 raise
             self.report.skipped_at_batch[self.samples[i].source] += 1
-            self.report.examples.append(str(e))
+            self.report.batch_examples.append(str(e))
             return None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import jinja2
 import torch
+from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from lora_vl.errors import InputError
 
@@ -39,9 +40,14 @@ class Encoded:
 
 def _render(tokenizer, messages, add_generation_prompt: bool, chat_template: str | None = None,
             where: str = "record") -> str:
+    """`tokenizer.apply_chat_template(messages, tokenize=False, ...)` without its per-call
+    normalisation (message objects to dicts, reasoning aliases), which costs twice the render
+    itself on short records; our messages are plain role/content dicts already. The template is
+    compiled once by transformers' own cache. tests/test_encode.py checks the two agree."""
+    template = _compile_jinja_template(tokenizer.get_chat_template(chat_template))
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, chat_template=chat_template,
-                                             add_generation_prompt=add_generation_prompt)
+        return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                               **tokenizer.special_tokens_map)
     except jinja2.TemplateError as e:  # e.g. a format's raise_exception on a record it cannot take
         raise BadRecord(f"{where}: the chat format rejects this conversation: {e}") from e
 
@@ -56,7 +62,8 @@ def assistant_spans(tokenizer, messages, text: str, where: str,
         if msg["role"] != "assistant":
             continue
         before = _render(tokenizer, messages[:i], True, chat_template, where)
-        upto = _render(tokenizer, messages[: i + 1], False, chat_template, where)
+        last = i == len(messages) - 1  # then the prefix is the whole conversation: `text`, rendered already
+        upto = text if last else _render(tokenizer, messages[: i + 1], False, chat_template, where)
         if not (upto.startswith(before) and text.startswith(upto)):
             raise BadRecord(f"{where}: the chat template is not prefix-stable at turn {i}; "
                             "cannot locate the assistant tokens")
@@ -91,6 +98,16 @@ def tokenize(tokenizer, text: str, image_id: int | None) -> tuple[list[int], lis
         ids += piece_ids
         offsets += [starts[k] + s for s, _ in piece_offsets]
     return ids, offsets
+
+
+def image_token_id(tokenizer) -> int | None:
+    """The `<image>` token's id, or None for a tokenizer without one (a text-only LM: then nothing
+    is an image). A single-token lookup: `get_vocab()` builds the whole vocabulary dict (a 128k
+    vocabulary costs ~50 ms), and an unknown token maps to the unknown-token id, not None."""
+    tid = tokenizer.convert_tokens_to_ids(IMAGE_PLACEHOLDER)
+    if tid is None or (tid == tokenizer.unk_token_id and tokenizer.unk_token != IMAGE_PLACEHOLDER):
+        return None
+    return tid
 
 
 def image_token_count(processor, pixel_values: torch.Tensor) -> int:
@@ -135,8 +152,7 @@ def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool =
     check_record(messages, len(images), where, need_assistant=not add_generation_prompt)
     text = _render(tokenizer, messages, add_generation_prompt, chat_template, where)
     spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where, chat_template)
-    # a tokenizer without an <image> token (a text-only LM): then nothing is an image
-    image_id = tokenizer.get_vocab().get(IMAGE_PLACEHOLDER)
+    image_id = image_token_id(tokenizer)
     token_ids, token_starts = tokenize(tokenizer, text, image_id)
     pixel_values = None
     if images and with_pixels:

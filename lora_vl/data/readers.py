@@ -27,25 +27,30 @@ def read_llava_json(path: str | Path, *, image_folder: str | Path | None = None,
     path = Path(path)
     records = read_json_list(path, "LLaVA JSON")
     folder = Path(image_folder) if image_folder else path.parent
-    return [_llava_record(r, i, path, folder) for i, r in enumerate(records)]
+    source = str(path)
+    return [_llava_record(r, i, source, folder) for i, r in enumerate(records)]
 
 
-def _llava_record(rec, index: int, path: Path, folder: Path) -> Sample:
+def _llava_record(rec, index: int, source: str, folder: Path) -> Sample:
+    """One record; the happy path builds no error text (558k records are read on every run)."""
     rid = str(rec.get("id", index)) if isinstance(rec, dict) else str(index)
-    where = f"{path} record {rid!r}"
     if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
-        raise BadRecord(f"{where}: expected an object with a 'conversations' list")
+        raise BadRecord(f"{source} record {rid!r}: expected an object with a 'conversations' list")
     messages = []
     for j, turn in enumerate(rec["conversations"]):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise BadRecord(f"{where}: turn {j} needs a string 'value'")
+            raise BadRecord(f"{source} record {rid!r}: turn {j} needs a string 'value'")
         role = ROLE_FROM.get(turn.get("from"))
         if role is None:
-            raise BadRecord(f"{where}: turn {j} has 'from' {turn.get('from')!r}; expected one of "
+            raise BadRecord(f"{source} record {rid!r}: turn {j} has 'from' {turn.get('from')!r}; expected one of "
                             f"{sorted(ROLE_FROM)}")
         messages.append({"role": role, "content": turn["value"]})
-    return Sample(id=rid, messages=messages, source=str(path),
-                  images=[image_path(p, folder, where) for p in _image_paths(rec.get("image"), where)])
+    image = rec.get("image")
+    if image is None:
+        return Sample(id=rid, messages=messages, images=[], source=source)
+    where = f"{source} record {rid!r}"
+    return Sample(id=rid, messages=messages, images=[image_path(p, folder, where) for p in _image_paths(image, where)],
+                  source=source)
 
 
 def _image_paths(image, where: str) -> list[str]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_vl.artifacts import atomic_dir
+from lora_vl.data.check import CheckCache
 from lora_vl.data.dataset import TrainSet
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
@@ -47,7 +48,7 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
     proj = L.projector_module(model)
     proj.float().requires_grad_(True)  # fp32 master weights; autocast computes in bf16 on GPU
-    data = TrainSet(r.stage1.data, processor)
+    data = TrainSet(r.stage1.data, processor, cache=CheckCache(Path(r.output_dir) / "data-check/stage1", provenance))
     res = train(model, [{"params": list(proj.parameters()), "lr": r.stage1.optim.lr}], data,
                 r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
                 tb_dir=Path(r.output_dir) / "tb/stage1", fingerprint=fp, desc="stage 1 (projector)",
@@ -74,7 +75,7 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
     model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
     model = L.add_lora(model, r.lora, train_projector=True, seed=r.stage2.optim.seed)
     groups = L.param_groups(model, r.stage2.optim.lr, r.stage2.optim.lr_projector)
-    data = TrainSet(r.stage2.data, processor)
+    data = TrainSet(r.stage2.data, processor, cache=CheckCache(Path(r.output_dir) / "data-check/stage2", provenance))
 
     def snapshot(step: int) -> None:  # the adapter as it is at `step` (rank 0): for curves over stage 2
         with atomic_dir(Path(r.output_dir) / "snapshots" / "stage2" / f"step-{step}", overwrite=True) as tmp:

@@ -33,7 +33,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,6 +43,8 @@ from transformers import get_scheduler
 from lora_vl.artifacts import atomic_dir
 from lora_vl.errors import InputError
 from lora_vl.data.batching import length_grouped_batches, random_batches
+from lora_vl.data.check import machine_workers
+from lora_vl.data.feed import micro_batches
 from lora_vl.data.encode import IGNORE
 from lora_vl import distributed as dist
 from lora_vl.train.config import OptimConfig
@@ -56,6 +58,7 @@ class LoopResult:
     tokens: int
     seconds: float
     skipped_steps: int = 0
+    data_seconds: float = 0.0  # of `seconds`, spent waiting for batches
 
 
 class TokenLoss:
@@ -167,16 +170,24 @@ def sync_gradients(params: list[torch.Tensor]) -> None:
         pos += n
 
 
-def accumulate_step(model, trainset, sched: Schedule, step: int, loss_fn, cfg: OptimConfig, device,
-                    pixel_dtype) -> tuple[float, int] | None:
-    """Forward + backward of one optimizer step's micro-batches on this process, gradients summed
-    over all processes. Returns (the step's loss, its token count), or None if every record of
-    the step was skipped as bad (then nothing ran and no gradient exists)."""
+def step_feed(trainset, sched: Schedule, start: int, workers: int) -> Iterator[list[tuple[int, dict]]]:
+    """This process's micro-batches of each step from `start` on, as (place k in the step,
+    collated batch), skipped-bad ones left out; built ahead by `workers` DataLoader processes
+    (see data/feed.py)."""
     rank, world = dist.rank(), dist.world_size()
-    # (place k of each micro-batch in the step: it seeds the micro-batch's randomness, batch)
-    mine = [(k, trainset.collate([trainset[i] for i in mb]))
-            for k, mb in zip(range(rank, sched.accum, world), sched.step_batches(step, rank, world))]
-    mine = [(k, b) for k, b in mine if b is not None]
+    places = list(range(rank, sched.accum, world))
+    order = (mb for step in range(start, sched.total_steps) for mb in sched.step_batches(step, rank, world))
+    stream = micro_batches(trainset, order, workers)
+    for _ in range(start, sched.total_steps):
+        yield [(k, b) for k, b in ((k, next(stream)) for k in places) if b is not None]
+
+
+def accumulate_step(model, step: int, mine: list[tuple[int, dict]], loss_fn, cfg: OptimConfig, device,
+                    pixel_dtype) -> tuple[float, int] | None:
+    """Forward + backward of one optimizer step's micro-batches on this process (`mine`, from
+    `step_feed`), gradients summed over all processes. Returns (the step's loss, its token
+    count), or None if every record of the step was skipped as bad (then nothing ran and no
+    gradient exists)."""
     batches = [b for _, b in mine]
     counts = [loss_fn.count(b) for b in batches]
     n_items, n_batches, n_tokens = dist.all_reduce_sum(torch.tensor(
@@ -198,10 +209,12 @@ def accumulate_step(model, trainset, sched: Schedule, step: int, loss_fn, cfg: O
 
 def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Path, tb_dir: Path,
           fingerprint: str, desc: str, loss_fn=None, pixel_dtype=torch.float32,
-          on_snapshot: Callable[[int], None] | None = None) -> LoopResult:
+          on_snapshot: Callable[[int], None] | None = None, data_workers: int | None = None) -> LoopResult:
     """Train to the end (or resume). `loss_fn` has `count(batch)` (items the step averages over)
     and `__call__(model, batch, num_items)` (this micro-batch's sum / num_items); default
-    `TokenLoss`. `on_snapshot(step)` runs on rank 0 every `cfg.snapshot_every` steps."""
+    `TokenLoss`. `on_snapshot(step)` runs on rank 0 every `cfg.snapshot_every` steps.
+    `data_workers` build batches ahead (default: the machine's data workers less one, leaving
+    the training process its CPU, at most 8)."""
     from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
     loss_fn = loss_fn or TokenLoss()
@@ -226,12 +239,16 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
     writer = SummaryWriter(str(tb_dir)) if main else None
     trainable = [p for g in groups for p in g["params"]]
     model.train()
-    tokens, t0 = 0, time.time()
+    tokens, t0, data_s = 0, time.time(), 0.0
+    workers = min(8, machine_workers() - 1) if data_workers is None else data_workers
+    feed = step_feed(trainset, sched, start, workers)
     bar = tqdm(total=sched.total_steps, initial=start, desc=desc, unit="step", disable=not main)
     try:
         for step in range(start, sched.total_steps):
             t_step = time.time()
-            done = accumulate_step(model, trainset, sched, step, loss_fn, cfg, device, pixel_dtype)
+            batches = next(feed)
+            data_s += time.time() - t_step  # time the step waited for its data
+            done = accumulate_step(model, step, batches, loss_fn, cfg, device, pixel_dtype)
             if done is None:  # every record of this step was skipped as bad: not a training step
                 progress["skipped"] += 1
                 bar.update(1)
@@ -267,7 +284,9 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
                 dist.barrier()
     finally:  # close the bar first, so an error message is the last thing printed
         bar.close()
+        feed.close()  # ends the DataLoader's workers
         if writer is not None:
             writer.close()
     model.eval()
-    return LoopResult(progress["done"], progress["loss"], start, tokens, time.time() - t0, progress["skipped"])
+    return LoopResult(progress["done"], progress["loss"], start, tokens, time.time() - t0, progress["skipped"],
+                      data_s)
