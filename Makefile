@@ -67,6 +67,22 @@ $(REAL_LM)/manifest.json: | $(STAMP)
 
 real-lm: $(REAL_LM)/manifest.json  ## the real chat LM as an HF checkpoint (prints nothing when cached)
 
+# recipes/real/ name the LM by this stable path
+outputs/real/lm: $(REAL_LM)/manifest.json
+	mkdir -p outputs/real && ln -sfn $(REAL_LM) $@
+
+real-stages: outputs/real/lm world  ## every stage on the real LM + the toy world's CLIP tower and data
+	$(BIN)/lora-vl adapt recipes/real/adapt.yaml
+	$(BIN)/lora-vl safety recipes/real/safety_sft.yaml
+	$(BIN)/lora-vl safety recipes/real/safety_dpo.yaml
+	$(BIN)/lora-vl merge recipes/merge/real.yaml overwrite=true
+	$(BIN)/lora-vl merge recipes/merge/real.yaml method=ties output=outputs/real/merge/ties overwrite=true
+	$(BIN)/lora-vl merge export --adapter outputs/real/merge/vl_plus_safety --base outputs/real/base \
+		--output outputs/real/export --overwrite
+	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/real/base --adapter outputs/real/adapt/adapter --out outputs/real/eval
+	$(BIN)/lora-vl analyze recipes/analyze/real.yaml
+	$(BIN)/lora-vl plan recipes/real/adapt.yaml
+
 test: $(STAMP) real-lm
 	$(BIN)/python -m pytest -q
 
