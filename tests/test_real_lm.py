@@ -25,9 +25,10 @@ from real_lm import real_lm  # noqa: F401  (session fixture)
 REPO = Path(__file__).resolve().parent.parent
 HELDOUT = Path(__file__).parent / "fixtures" / "real" / "heldout.txt"
 # 4-bit NF4 (double quant) of the converted weights vs the same weights in 16-bit: measured ratio
-# of next-token losses on HELDOUT 1.040 (3.89 / 3.74 nats) (docs/benchmarks.md, "Real LM"); the bound leaves room
-# for other CPUs' kernels, not for a broken quantization (that gives ratios > 2)
+# of next-token losses on HELDOUT 1.040 (3.89 / 3.74 nats; docs/benchmarks.md, "Real LM"); the
+# bound leaves room for other CPUs' kernels
 LOSS_RATIO_MAX = 1.10
+EXPORT_ATOL = 1e-3  # see test_exported_checkpoint_logits_equal_base_plus_adapters
 # one step at full learning rate (no warm-up: its first step has lr 0), so every adapter is non-zero
 FEW = {"micro_batch_size": 2, "global_batch_size": 2, "max_steps": 1, "warmup_ratio": 0.0}
 
@@ -130,7 +131,10 @@ def test_exported_checkpoint_logits_equal_base_plus_adapters(pipeline):
         with stacked.disable_adapter():
             base = stacked(**inputs).logits
     assert (want - base).abs().max() > 1e-3  # the trained adapters do change the model
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # test_merge_export's tolerance
+    # float32 throughout; folded weights vs the LoRA path re-associate sums over 30 layers: measured
+    # max |Δ logit| 2.5e-4 (logits ~10), bound 1e-3 (the 2-layer test models hold 1e-4)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=EXPORT_ATOL)
+    assert torch.equal(got.argmax(-1), want.argmax(-1))  # the same greedy tokens
 
 
 def test_adapter_save_and_reload_gives_identical_generations(pipeline, tmp_path):
@@ -142,7 +146,7 @@ def test_adapter_save_and_reload_gives_identical_generations(pipeline, tmp_path)
         g = torch.Generator().manual_seed(3)
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     enc = encode_chat(processor, [{"role": "user", "content": "<image>\nDescribe the image."}],
                       [Image.new("RGB", (32, 32), "blue")], add_generation_prompt=True)
     inputs = {"input_ids": torch.tensor([enc.input_ids]), "pixel_values": enc.pixel_values}
