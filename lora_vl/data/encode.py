@@ -138,6 +138,14 @@ def check_record(messages, n_images: int, where: str, need_assistant: bool) -> N
         raise BadRecord(f"{where}: no assistant turn to learn from")
 
 
+def llava_image_first(messages):
+    """LLaVA's `preprocess_multimodal`: a turn holding one <image> becomes '<image>\\n' + the rest,
+    stripped. Done on the messages, so the image sits where LLaVA puts it under any chat
+    template, a model's own (ChatML, Phi-3, ...) included."""
+    return [{**m, "content": (IMAGE_PLACEHOLDER + "\n" + m["content"].replace(IMAGE_PLACEHOLDER, "").strip()).strip()}
+            if m["content"].count(IMAGE_PLACEHOLDER) == 1 else m for m in messages]
+
+
 def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool = False,
                 max_length: int | None = None, truncate: bool = False, where: str = "record",
                 with_pixels: bool = True, chat_template: str | None = None) -> Encoded:
@@ -150,6 +158,7 @@ def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool =
     tokenizer = processor.tokenizer
     images = list(images)
     check_record(messages, len(images), where, need_assistant=not add_generation_prompt)
+    messages = llava_image_first(messages)
     text = _render(tokenizer, messages, add_generation_prompt, chat_template, where)
     spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where, chat_template)
     image_id = image_token_id(tokenizer)

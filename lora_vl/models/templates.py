@@ -87,7 +87,8 @@ def resolve_template(name: str, tokenizer) -> str:
         own = getattr(tokenizer, "chat_template", None)
         if not own:
             raise InputError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; set "
-                             f"model.chat_template to one of {sorted(TEMPLATES)}")
+                             f"model.chat_template to one of {sorted(TEMPLATES)}, or save the LM's own "
+                             f"template with its tokenizer (chat_template.jinja)")
         return own
     if name not in TEMPLATES:
         raise InputError(f"model.chat_template: unknown template {name!r}; expected auto or one of "
