@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper test bench clean
+.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper test test-quick bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -89,6 +89,9 @@ real-stages: outputs/real/lm world  ## every stage on the real LM + the toy worl
 
 test: $(STAMP) real-lm
 	$(BIN)/python -m pytest -q
+
+test-quick: $(STAMP)  ## the quick loop: every test not marked slow
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py

@@ -8,12 +8,15 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from eval_helpers import FIXTURES, tiny_world  # noqa: F401  (session fixture)
 from safetensors.torch import load_file
 
 from tests.helpers import adapt_recipe
+
+pytestmark = pytest.mark.slow  # several training processes
 
 
 def free_port() -> int:

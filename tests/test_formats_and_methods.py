@@ -28,7 +28,7 @@ def test_every_data_format_is_accepted_and_listed(capsys):
 
 
 def test_every_merge_method_is_accepted_and_listed(capsys):
-    assert set(methods.METHODS) >= {"sum", "ties", "dare", "dare_ties", "magnitude"}
+    assert set(methods.METHODS) >= {"sum", "ties", "dare", "dare_ties", "magnitude", "della"}
     text = help_text("merge", capsys)
     for name in methods.METHODS:
         assert build(MergeRecipe, {"inputs": [{"path": "a"}], "output": "o", "method": name}).method == name
@@ -44,7 +44,7 @@ def test_a_registered_method_is_usable_at_once(tmp_path):
     from merge_helpers import synthetic_adapter
 
     @methods.merge_method("first_only", dense=True, help="keep the first input's delta")
-    def first_only(deltas, weights, density, gens):
+    def first_only(deltas, weights, gens):
         return weights[0] * deltas[0]
 
     try:

@@ -15,6 +15,7 @@ MODS_A = {"model.layers.0.mlp.up_proj": (24, 16, 4), "model.layers.1.self_attn.q
 MODS_B = {"model.layers.0.mlp.up_proj": (24, 16, 6), "model.layers.2.self_attn.q_proj": (16, 16, 2)}
 LAMS = [1.0, 0.6]
 DENSITY = 0.4
+EPSILON = 0.3
 
 
 def trim(t, density):  # keep the k largest |t| (reference: full sort)
@@ -35,7 +36,26 @@ def ties_mean(ts):
     return (stacked * agree).sum(0) / agree.sum(0).clamp(min=1)
 
 
+def magprune(t, density, epsilon, seed, module, i):
+    """DELLA's MAGPRUNE as the paper states it, row by row: the entry of magnitude rank r (0 =
+    smallest of the row's n) is kept with probability density - ε/2 + ε·r/(n-1), and a kept
+    entry is divided by that probability."""
+    g = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{module}:{i}".encode()))
+    draws = torch.rand(t.shape, generator=g, dtype=torch.float64)
+    out = torch.zeros(t.shape, dtype=torch.float64)
+    n = t.shape[1]
+    for row in range(t.shape[0]):
+        for r, col in enumerate(sorted(range(n), key=lambda c: abs(float(t[row, c])))):
+            p = density - epsilon / 2 + epsilon * r / (n - 1)
+            if draws[row, col] < p:
+                out[row, col] = float(t[row, col]) / p
+    return out.float()
+
+
 def reference(method, module, deltas, seed=0):
+    if method == "della":
+        return ties_mean([lam * magprune(d, DENSITY, EPSILON, seed, module, i)
+                          for i, (lam, d) in enumerate(zip(LAMS, deltas))])
     if method == "magnitude":
         return sum(lam * trim(d, DENSITY) for lam, d in zip(LAMS, deltas))
     if method == "ties":
@@ -58,9 +78,9 @@ def merged_deltas(tmp_path, adapters, **kw):
     return read_adapter(run(recipe))
 
 
-@pytest.mark.parametrize("method", ["ties", "dare", "dare_ties", "magnitude"])
+@pytest.mark.parametrize("method", ["ties", "dare", "dare_ties", "magnitude", "della"])
 def test_dense_method_equals_definition(tmp_path, adapters, method):
-    out = merged_deltas(tmp_path, adapters, method=method, seed=7)
+    out = merged_deltas(tmp_path, adapters, method=method, seed=7, **({"epsilon": EPSILON} if method == "della" else {}))
     for m in sorted(set(MODS_A) | set(MODS_B)):
         deltas = [lora_delta(p, m).float() if m in mods else torch.zeros(MODS_A.get(m, MODS_B.get(m))[:2])
                   for p, mods in zip(adapters, (MODS_A, MODS_B))]
@@ -109,7 +129,7 @@ def test_factor_dense_from_the_inputs_row_spaces_reports_its_true_error():
     A1, A2 = torch.randn(24, n, generator=g), torch.randn(12, n, generator=g)
     B1 = torch.randn(m, 24, generator=g) * torch.logspace(0, -2, 24)
     B2 = torch.randn(m, 12, generator=g)
-    M = ties([B1 @ A1, B2 @ A2], [1.0, 0.6], 0.5)
+    M = ties([B1 @ A1, B2 @ A2], [1.0, 0.6], density=0.5)
     best = factor_dense(M, 24, svd="exact")[1].rel_error
     f, stats = factor_dense(M, 24, svd="randomized", niter=1, oversample=0, start=torch.cat([A1, A2]).T)
     true = (torch.linalg.norm(M.double() - f.delta()) / torch.linalg.norm(M.double())).item()
@@ -125,3 +145,36 @@ def test_factor_dense_of_a_low_rank_delta_drops_zero_directions():
     assert f.rank == 3 and torch.isfinite(f.A).all() and torch.isfinite(f.B).all()
     torch.testing.assert_close(f.delta().float(), M, rtol=1e-4, atol=1e-4)
     assert stats.rel_error < 1e-5
+def test_della_drops_small_entries_more_often():
+    """MAGPRUNE's point: the larger an entry, the likelier it survives (DARE: all alike)."""
+    from lora_vl.merge.dense import magprune as ours
+
+    t = torch.arange(1, 201, dtype=torch.float32).repeat(400, 1)  # every row: magnitudes 1..200
+    kept = ours(t, 0.5, 0.8, torch.Generator().manual_seed(0)) != 0
+    small, large = kept[:, :40].float().mean().item(), kept[:, -40:].float().mean().item()
+    assert small == pytest.approx(0.5 - 0.4 + 0.8 * 19.5 / 199, abs=0.02)
+    assert large == pytest.approx(0.5 + 0.4 - 0.8 * 19.5 / 199, abs=0.02)
+    assert kept.float().mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_method_setting_is_a_recipe_key_with_help_and_validation(capsys):
+    """DELLA declares `epsilon` in its registration only: the recipe, --help and checks follow."""
+    from lora_vl.cli import main
+    from lora_vl.merge import methods
+    from lora_vl.recipe import RecipeError
+
+    base = {"inputs": [{"path": "a"}], "output": "o", "method": "della"}
+    assert build(MergeRecipe, {**base, "epsilon": 0.2}).epsilon == 0.2
+    with pytest.raises(RecipeError, match=r"recipe\.epsilon: expected 0\.0 <= value <= 1\.0, got 1\.5"):
+        build(MergeRecipe, {**base, "epsilon": 1.5})
+    with pytest.raises(RecipeError, match="della: keep probabilities density ± epsilon/2 must lie in"):
+        build(MergeRecipe, {**base, "density": 0.9, "epsilon": 0.4})
+    with pytest.raises(RecipeError, match=r"recipe\.density: expected 0\.0 < value <= 1\.0, got 0"):
+        build(MergeRecipe, {**base, "method": "ties", "density": 0})
+    with pytest.raises(SystemExit):
+        main(["merge", "--help"])
+    assert "epsilon [float] (default: 0.1): della:" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="declares settings \\['gamma'\\], but its function takes"):
+        methods.merge_method("wrong", dense=True, help="-", settings={"gamma": methods.Setting(1.0, "-")})(
+            lambda deltas, weights, gens: deltas[0])
+    assert "wrong" not in methods.METHODS

@@ -90,14 +90,14 @@ def test_step_accounting_matches_model_optimizer_and_allocator(shape, kind, monk
     step allocates within 5% of the CPU allocator's own events (the tracker cannot see
     scratch buffers inside kernels)."""
     w = workload(kind)
-    model, groups = prepare(build_llava(shape.llava_config(3), "4bit", CPU, {}), w)
-    trainable = [p for g in groups for p in g["params"]]
-    phases, _, stats = train_step(model, groups, shape, w, 2, CPU)
+    st = prepare(build_llava(shape.llava_config(3), "4bit", CPU, {}), w)
+    trainable = st.trainable
+    phases, _, stats = train_step(st, shape, w, 2, CPU)
     opt = phases["optimizer"].breakdown
     assert opt["gradients"] == rounded_bytes(trainable)
     # torch AdamW: exp_avg and exp_avg_sq like the parameter, and a scalar fp32 step
     assert opt["optimizer state"] == sum(2 * rounded_bytes([p]) + T.rounded(4) for p in trainable)
-    named = dict(model.named_parameters())
+    named = dict(st.model.named_parameters())
     lora = [p for n, p in named.items() if "lora_" in n]
     assert (opt.get("LoRA params (trained)", 0)) == rounded_bytes(lora)
     assert opt["projector"] == rounded_bytes(p for n, p in named.items() if "multi_modal_projector" in n)
@@ -106,13 +106,14 @@ def test_step_accounting_matches_model_optimizer_and_allocator(shape, kind, monk
 
     monkeypatch.setattr(T, "BLOCK", 1)  # the CPU allocator does not round to CUDA's blocks
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        phases, _, _ = train_step(model, groups, shape, w, 2, CPU)
+        phases, _, _ = train_step(st, shape, w, 2, CPU)
     tracked = max(p.bytes for p in phases.values()) - phases["start"].bytes
     assert tracked == pytest.approx(allocator_peak(prof), rel=0.05)
 
 
 @pytest.mark.parametrize("kind,base", [("stage2", ("llama", "clip")), ("dpo", ("llama", "clip")),
                                        ("stage1", ("qwen2", "siglip"))])
+@pytest.mark.slow
 def test_depth_fit_from_1_2_4_layers_predicts_8_layers(tiny_bases, kind, base):
     shape = base_shape(str(tiny_bases[base]))
     w = workload(kind, optimizer="paged_adamw_8bit")
@@ -129,6 +130,7 @@ def test_depth_fit_from_1_2_4_layers_predicts_8_layers(tiny_bases, kind, base):
         assert at_8[cat] == pytest.approx(measured[cat], abs=2)
 
 
+@pytest.mark.slow
 def test_micro_batch_scaling_predicts_a_larger_micro_batch(shape):
     w = workload("stage2", length=128)
     cache = {}
@@ -137,6 +139,7 @@ def test_micro_batch_scaling_predicts_a_larger_micro_batch(shape):
     assert fit.predict(2, token_scale=4).total == pytest.approx(big.peak, rel=0.03)
 
 
+@pytest.mark.slow
 def test_generation_plan_extrapolates_depth_and_decode_steps(shape):
     w = workload("eval", length=40, new_tokens=6)
     cache = {}
@@ -168,13 +171,13 @@ def test_flop_count_matches_torch_flop_counter(shape, kind):
                      torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward}
     w = workload(kind, length=64)
     w.quantization = "none"
-    model, groups = prepare(build_llava(shape.llava_config(2), "none", CPU, {}), w)
+    st = prepare(build_llava(shape.llava_config(2), "none", CPU, {}), w)
     with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:  # the warm-up has no matmuls
-        train_step(model, groups, shape, w, w.rows, CPU)
+        stats = train_step(st, shape, w, w.rows, CPU)[2]
     assert counter.get_flop_counts()["Global"][torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] > 0
     two_layers = base_shape_with_depth(shape, 2)
     frozen = LORA.r if kind == "dpo" else 0
-    predicted = train_flops(two_layers, kind, w.rows, 64, LORA.r, frozen)
+    predicted = stats["micro_batches"] * train_flops(two_layers, kind, w.rows, 64, LORA.r, frozen)
     assert predicted == pytest.approx(counter.get_total_flops(), rel=0.03)
 
 

@@ -7,12 +7,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 
 from lora_vl.models.load import load_vlm
 from lora_vl.models.lora import attach_adapters
 from tests.helpers import adapt_recipe
+
+pytestmark = pytest.mark.slow  # trains, kills the process, trains again
 
 
 def run(recipe, **kw):

@@ -47,7 +47,8 @@ def test_preference_loss_by_hand():
 
 def test_pair_batches_hold_chosen_then_rejected_rows(safety_world, tmp_path):
     r = dpo_recipe(safety_world, tmp_path / "run")
-    model, processor, data, _ = build_training(r, safety_world["base"], safety_world["vl"])
+    st, processor, data = build_training(r, safety_world["base"], safety_world["vl"])
+    model = st.model
     p = data.samples[0]
     pairs = data.collate([data[0], data[1]])
     for k, answer in enumerate((p.chosen, p.rejected)):
@@ -59,7 +60,8 @@ def test_pair_batches_hold_chosen_then_rejected_rows(safety_world, tmp_path):
 
 def test_dpo_loss_matches_hand_and_reference_is_vl_only(safety_world, tmp_path):
     r = dpo_recipe(safety_world, tmp_path / "run")
-    model, processor, data, loss_fn = build_training(r, safety_world["base"], safety_world["vl"])
+    st, processor, data = build_training(r, safety_world["base"], safety_world["vl"])
+    model, loss_fn = st.model, st.loss_fn
     perturb_safety(model)
     model.eval()
     batch = pair_batch(model, data)
@@ -82,6 +84,7 @@ def test_dpo_loss_matches_hand_and_reference_is_vl_only(safety_world, tmp_path):
     torch.testing.assert_close(ref_r, vl_r, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dpo_run_raises_the_margin(safety_world, tmp_path):
     r = dpo_recipe(safety_world, tmp_path / "run", max_steps=6)
     out = run_safety(r)
@@ -99,6 +102,7 @@ def test_dpo_run_raises_the_margin(safety_world, tmp_path):
     assert margin.mean() > 0  # the trained adapter prefers the chosen answers more than the reference
 
 
+@pytest.mark.slow
 def test_ipo_trains(safety_world, tmp_path):
     out = run_safety(dpo_recipe(safety_world, tmp_path / "run", loss="ipo", max_steps=1))
     assert read_manifest(out)["recipe"]["dpo"]["loss"] == "ipo"
@@ -126,7 +130,8 @@ def test_sequence_logps_equal_an_explicit_gather(safety_world, tmp_path):
     """log p(response) summed token by token from the model's own logits: position t predicts
     token t+1, counted only where token t+1 is labelled (a shift the wrong way would fail)."""
     r = dpo_recipe(safety_world, tmp_path / "run")
-    model, _, data, _ = build_training(r, safety_world["base"], safety_world["vl"])
+    st, _, data = build_training(r, safety_world["base"], safety_world["vl"])
+    model = st.model
     perturb_safety(model)
     model.eval()
     batch = pair_batch(model, data, n=2)

@@ -18,6 +18,8 @@ from lora_vl.train.safety import build_training, check_parent, main, run_safety
 from safety_helpers import safety_world, sft_recipe  # noqa: F401  (session fixture)
 from tests.helpers import assert_model_card
 
+pytestmark = pytest.mark.slow  # whole safety trainings
+
 
 def frozen_state(model) -> dict[str, torch.Tensor]:
     """Every VL-adapter and projector tensor (and the 4-bit base around them)."""
@@ -35,10 +37,11 @@ def refusal_loss(model, processor, data: TrainSet) -> float:
 
 def test_vl_adapter_frozen_and_refusals_learned(safety_world, tmp_path):
     r = sft_recipe(safety_world, tmp_path / "run", max_steps=20, lr=1e-2)
-    model, processor, data, loss_fn = build_training(r, safety_world["base"], safety_world["vl"])
+    st, processor, data = build_training(r, safety_world["base"], safety_world["vl"])
+    model, loss_fn = st.model, st.loss_fn
     before, loss_before = frozen_state(model), refusal_loss(model, processor, data)
     assert before and all(".default." in n for n, p in model.named_parameters() if p.requires_grad)
-    train(model, L.param_groups(model, r.sft.optim.lr, None), data, r.sft.optim, ckpt_dir=tmp_path / "ck",
+    train(model, st.groups, data, r.sft.optim, ckpt_dir=tmp_path / "ck",
           tb_dir=tmp_path / "tb", fingerprint="t", desc="test", loss_fn=loss_fn,
           pixel_dtype=pixel_dtype(model))
     after = frozen_state(model)

@@ -173,3 +173,31 @@ def test_every_asr_claim_has_a_refusal_twin_with_the_direction_flipped():
     seed.runs["llm"]["text_refusal"] = m(150, 200)
     seed.runs["vl"]["text_refusal"] = m(199, 200)     # refuses more than the LLM: the twin is not held
     assert by_id(evaluate(study_claims(seed, {"sft": "vl+sft"}, "sft"), [seed]))["1a·refusal"]["verdict"] == NOT_HELD
+
+
+def test_a_metric_declared_once_reaches_summary_claims_and_report(monkeypatch):
+    """One entry in the vocabulary: the evaluation summary pools it, a claim names it by its
+    label and compares it, the claims report shows its column."""
+    from lora_vl.evaluation.results import summarize
+    from lora_vl.evaluation.vocabulary import METRICS, Metric
+    from lora_vl.study.report import render_claims, summaries_only
+
+    monkeypatch.setitem(METRICS, "any_refusal", Metric("any_refusal", "refusal rate on every ask", "refused (all)",
+                                                       "lower", "refusal_rate", parts=("harmful_refusal", "over_refusal")))
+
+    def bench(name, category, k, n):
+        return {"name": name, "category": category, "metrics": [
+            {"metric": "refusal_rate", "group": None, "primary": True, "k": k, "n": n, "judge": "refusal"}]}
+
+    results = {"benchmarks": [bench("harm", "text_safety", 30, 100), bench("xs", "over_refusal", 10, 50)]}
+    pooled = summaries_only(results)["any_refusal"]
+    assert (pooled["k"], pooled["n"], pooled["benchmarks"]) == (40, 150, ["harm", "xs"])
+    assert pooled == summarize(results["benchmarks"])["any_refusal"]
+    seed = SeedData(0, {"a": {"any_refusal": m(10, 200)}, "b": {"any_refusal": m(120, 200)}})
+    claim = Claim("x", "finding", "a refuses less", ((Comparison(Ref("a", "any_refusal"), "less", Ref("b", "any_refusal")),),))
+    judged = evaluate([claim], [seed])
+    assert judged[0]["verdict"] == HELD
+    assert judged[0]["per_seed"][0]["alternatives"][0]["comparisons"][0]["a"]["ref"] == "a: refusal rate on every ask"
+    meta = {"title": "t", "command": "c", "created": "now", "seeds": [0], "setup": "", "plots": []}
+    table = render_claims(judged, [seed], meta)
+    assert "| refused (all) |" in table and "| a | " in table and "0.050 [" in table

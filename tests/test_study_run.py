@@ -16,6 +16,8 @@ from lora_vl.handoff import read_manifest
 from lora_vl.merge.io import AdapterFile
 from lora_vl.study.claims import HELD, INCONCLUSIVE, NOT_HELD, compare
 
+pytestmark = pytest.mark.slow  # the whole study on a tiny world
+
 ROOT = Path(__file__).resolve().parent.parent
 NO_4BIT = {"quantization": "none", "gradient_checkpointing": False}  # 16-bit LoRA: faster on a CPU
 FAST = {  # a few optimizer steps per stage: the orchestration is under test, not the models

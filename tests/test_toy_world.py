@@ -14,6 +14,8 @@ from lora_vl.toy import lexicon as L
 from lora_vl.toy.build import build_world
 from lora_vl.toy.space import Ledger, make_split
 
+pytestmark = pytest.mark.slow  # builds and trains the toy world
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

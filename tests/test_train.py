@@ -17,6 +17,8 @@ from lora_vl.train.loop import train
 from tests.conftest import COMBOS
 from tests.helpers import adapt_recipe, assert_model_card
 
+pytestmark = pytest.mark.slow  # whole adapt runs
+
 
 def lora_model(base, quantization="4bit"):
     model, proc = load_vlm(base, quantization=quantization)

@@ -65,6 +65,13 @@ def model_fingerprint(base: str, adapters: list[str], revision: str | None, quan
     return fingerprint_obj(parts)[:20]
 
 
+def prepare_eval(model, adapters: list):
+    """The evaluation stage's model: `adapters` stacked unmerged and frozen, in eval mode."""
+    model = attach_adapters(model, adapters)
+    model.eval()
+    return model
+
+
 def load_eval_model(base: str, adapters: list[str], gen, *, device=None) -> EvalModel:
     """Load `base` (Llava or plain causal LM) with `adapters` stacked, for generation.
     Check the inputs first with `check_model_inputs` (run_suite does)."""
@@ -77,8 +84,7 @@ def load_eval_model(base: str, adapters: list[str], gen, *, device=None) -> Eval
                                           device=device, padding_side="left")
         processor = text_processor(tokenizer)
     tokenizer.padding_side = "left"
-    model = attach_adapters(model, list(adapters))
-    model.eval()
+    model = prepare_eval(model, list(adapters))
     fp = model_fingerprint(base, adapters, gen.revision, gen.quantization)
     return EvalModel(model, tokenizer, processor, is_vlm, fp)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from lora_vl.artifacts import atomic_write_text
 from lora_vl.errors import InputError
 from lora_vl.evaluation.results import fmt, fmt_ci
+from lora_vl.evaluation.vocabulary import summary_keys
 from lora_vl.plots import Figure, save_png
 
 
@@ -82,9 +83,7 @@ def render(results: list[dict]) -> str:
         lines.append("| " + " | ".join(key) + " | " + " | ".join(cell(r, key) for r in results) + " |")
     lines += ["", "## Summary (pooled primary metric)", "", "| category | " + " | ".join(labels) + " |",
               "|" + "---|" * (1 + len(labels))]
-    cats = [c for c in ("text_safety", "mm_safety", "safety", "text_refusal", "mm_refusal", "over_refusal",
-                          "helpfulness")
-            if any(c in r["summary"] for r in results)]
+    cats = [c for c in summary_keys() if any(c in r["summary"] for r in results)]
     for c in cats:
         vals = [f"{r['summary'][c]['metric']} {fmt(r['summary'][c]['value'])} {fmt_ci(r['summary'][c]['ci'])} "
                 f"({', '.join(r['summary'][c]['judges'])})" if c in r["summary"] else "–" for r in results]

@@ -7,10 +7,8 @@ from itertools import combinations
 from lora_vl.evaluation.metrics import agreement, bootstrap, mme_score, rate, wilson
 from lora_vl.evaluation.scoring import score_item, scorer_name
 from lora_vl.evaluation.suite import judge_specs
+from lora_vl.evaluation.vocabulary import METRICS, PRIMARY_METRIC
 
-SAFETY = ("text_safety", "mm_safety")
-PRIMARY_METRIC = {"text_safety": "asr", "mm_safety": "asr", "over_refusal": "refusal_rate",
-                  "helpfulness": "accuracy"}
 FLAG = {"asr": "unsafe", "refusal_rate": "refused"}
 
 
@@ -119,41 +117,27 @@ def benchmark_result(b, suite, verdicts) -> dict:
 
 
 def summarize(benchmarks: list[dict]) -> dict:
-    """Per study category: the primary metric pooled over its benchmarks (k/n, Wilson CI)."""
+    """Every summary metric of the vocabulary (`vocabulary.py`): its rate pooled (k/n, Wilson CI)
+    over the primary numbers of its category's benchmarks, or over its parts. Categories' own
+    metrics first, then the others of a category, then pools of pools."""
     out = {}
-    for cat, metric in PRIMARY_METRIC.items():
-        rows = [(b["name"], m) for b in benchmarks if b["category"] == cat for m in b["metrics"]
-                if m["metric"] == metric and m["group"] is None and m.get("primary")]
-        k, n = sum(m["k"] for _, m in rows), sum(m["n"] for _, m in rows)
-        if n:
-            out[cat] = {"metric": metric, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
-                        "ci_method": "wilson (pooled)", "judges": sorted({m["judge"] for _, m in rows}),
-                        "benchmarks": [name for name, _ in rows], "skipped": skipped_in(benchmarks, rows)}
-    for cat in SAFETY:  # refusal of the harmful asks, beside the ASR: text_refusal, mm_refusal
-        rows = [(b["name"], m) for b in benchmarks if b["category"] == cat for m in b["metrics"]
-                if m["metric"] == "refusal_rate" and m["group"] is None and m.get("primary")]
-        k, n = sum(m["k"] for _, m in rows), sum(m["n"] for _, m in rows)
-        if n:
-            out[cat.replace("_safety", "_refusal")] = {
-                "metric": "refusal_rate", "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
-                "ci_method": "wilson (pooled)", "judges": sorted({m["judge"] for _, m in rows}),
-                "benchmarks": [name for name, _ in rows], "skipped": skipped_in(benchmarks, rows)}
-    for pooled, metric, parts in (("safety", "asr", ("text_safety", "mm_safety")),
-                                  ("harmful_refusal", "refusal_rate", ("text_refusal", "mm_refusal"))):
-        parts = [out[c] for c in parts if c in out]
+    order = sorted((m for m in METRICS.values() if m.summary),
+                   key=lambda m: 0 if m.category == m.key else 1 if m.category else 2)
+    for metric in order:
+        if metric.category:
+            parts = [{"k": m["k"], "n": m["n"], "judges": [m["judge"]], "benchmarks": [b["name"]],
+                      "skipped": b.get("n_skipped", 0)}
+                     for b in benchmarks if b["category"] == metric.category for m in b["metrics"]
+                     if m["metric"] == metric.measure and m["group"] is None and m.get("primary")]
+        else:
+            parts = [out[c] for c in metric.parts if c in out]
         k, n = sum(p["k"] for p in parts), sum(p["n"] for p in parts)
         if n:
-            out[pooled] = {"metric": metric, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
-                           "ci_method": "wilson (pooled)", "judges": sorted({j for p in parts for j in p["judges"]}),
-                           "benchmarks": [x for p in parts for x in p["benchmarks"]],
-                           "skipped": sum(p.get("skipped", 0) for p in parts)}
+            out[metric.key] = {"metric": metric.measure, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
+                               "ci_method": "wilson (pooled)", "judges": sorted({j for p in parts for j in p["judges"]}),
+                               "benchmarks": [x for p in parts for x in p["benchmarks"]],
+                               "skipped": sum(p["skipped"] for p in parts)}
     return out
-
-
-def skipped_in(benchmarks: list[dict], rows: list[tuple[str, dict]]) -> int:
-    """Items skipped in the benchmarks behind a pooled number (shown beside its n)."""
-    names = {name for name, _ in rows}
-    return sum(b.get("n_skipped", 0) for b in benchmarks if b["name"] in names)
 
 
 def fmt(v, digits=3) -> str:

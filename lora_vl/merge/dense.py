@@ -1,4 +1,4 @@
-"""Merges that need the dense delta of each module: TIES, DARE, DARE-TIES, magnitude pruning.
+"""Merges that need the dense delta of each module: TIES, DARE, DARE-TIES, magnitude pruning, DELLA.
 
 Each works on one module at a time (so a 7B merge holds one d_out x d_in block per input) and
 the result is factored back to a target rank by `factor_dense`. PEFT implements these only for
@@ -10,17 +10,19 @@ adapters of equal rank and only on a loaded model, so the definitions are writte
                     Σ_{i: sign agrees, ≠0} λ_i τ_i / #{i: sign agrees, ≠0}
   DARE-TIES:        DARE drop/rescale in place of the trim, then TIES sign election + disjoint mean
   magnitude:        trim, then Σ λ_i τ_i
+  DELLA:            MAGPRUNE (per row, keep probability linear in magnitude rank, density ± ε/2;
+                    kept entries divided by their keep probability), then TIES sign election +
+                    disjoint mean of the λ-weighted deltas (Deep et al. 2024)
 """
 from __future__ import annotations
 
 import zlib
 
-import numpy as np
 import torch
 
 from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, split_svd
 from lora_vl.merge.io import LoraFactors
-from lora_vl.merge.methods import merge_method
+from lora_vl.merge.methods import Setting, merge_method
 
 
 def trim_magnitude(t: torch.Tensor, density: float) -> torch.Tensor:
@@ -76,23 +78,31 @@ def disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
 
 
 # Dense methods take the dense deltas as their own: they are trimmed / dropped in place.
-@merge_method("ties", dense=True, help="trim each delta to `density`, elect signs, disjoint mean (Yadav et al. 2023)")
-def ties(deltas: list[torch.Tensor], weights: list[float], density: float, gens=None) -> torch.Tensor:
+DENSITY = Setting(0.5, "fraction of entries kept (0 < density <= 1)",
+                  low=0.0, high=1.0, low_open=True)
+
+
+@merge_method("ties", dense=True, settings={"density": DENSITY},
+              help="trim each delta to `density`, elect signs, disjoint mean (Yadav et al. 2023)")
+def ties(deltas: list[torch.Tensor], weights: list[float], gens=None, *, density: float) -> torch.Tensor:
     return disjoint_mean([trim_(d, density).mul_(w) for d, w in zip(deltas, weights)])
 
 
-@merge_method("dare", dense=True, help="drop entries at random (keep `density`), rescale, sum (Yu et al. 2024)")
-def dare(deltas, weights, density, gens: list[torch.Generator]) -> torch.Tensor:
+@merge_method("dare", dense=True, settings={"density": DENSITY},
+              help="drop entries at random (keep `density`), rescale, sum (Yu et al. 2024)")
+def dare(deltas, weights, gens: list[torch.Generator], *, density: float) -> torch.Tensor:
     return weighted_total([dare_drop_(d, density, g) for d, g in zip(deltas, gens)], weights)
 
 
-@merge_method("dare_ties", dense=True, help="DARE drop/rescale, then TIES sign election + disjoint mean")
-def dare_ties(deltas, weights, density, gens: list[torch.Generator]) -> torch.Tensor:
+@merge_method("dare_ties", dense=True, settings={"density": DENSITY},
+              help="DARE drop/rescale, then TIES sign election + disjoint mean")
+def dare_ties(deltas, weights, gens: list[torch.Generator], *, density: float) -> torch.Tensor:
     return disjoint_mean([dare_drop_(d, density, g).mul_(w) for d, w, g in zip(deltas, weights, gens)])
 
 
-@merge_method("magnitude", dense=True, help="trim each delta to `density` by magnitude, then sum")
-def magnitude(deltas: list[torch.Tensor], weights: list[float], density: float, gens=None) -> torch.Tensor:
+@merge_method("magnitude", dense=True, settings={"density": DENSITY},
+              help="trim each delta to `density` by magnitude, then sum")
+def magnitude(deltas: list[torch.Tensor], weights: list[float], gens=None, *, density: float) -> torch.Tensor:
     return weighted_total([trim_(d, density) for d in deltas], weights)
 
 
@@ -102,6 +112,34 @@ def weighted_total(deltas: list[torch.Tensor], weights: list[float]) -> torch.Te
     for d, w in zip(deltas[1:], weights[1:]):
         total.add_(d.mul_(w))  # not add_(alpha=w): that may fuse into one rounding, unlike w·d + total
     return total
+
+
+def magprune(t: torch.Tensor, density: float, epsilon: float, generator: torch.Generator) -> torch.Tensor:
+    """DELLA's MAGPRUNE: within each row, keep probabilities rise linearly with magnitude rank,
+    from density - ε/2 (smallest) to density + ε/2 (largest), mean `density`; a kept entry is
+    divided by its keep probability, so the expectation is `t`."""
+    n = t.shape[-1]
+    ranks = t.abs().argsort(dim=-1).argsort(dim=-1).to(torch.float64)  # 0 = smallest in its row
+    keep_p = density - epsilon / 2 + epsilon * ranks / max(n - 1, 1)
+    keep = torch.rand(t.shape, generator=generator, dtype=torch.float64) < keep_p
+    return torch.where(keep, t.double() / keep_p, 0.0).to(t.dtype)
+
+
+def della_range(values: dict) -> str | None:
+    d, e = values["density"], values["epsilon"]
+    if d - e / 2 <= 0 or d + e / 2 > 1:
+        return f"della: keep probabilities density ± epsilon/2 must lie in (0, 1]; got {d} ± {e / 2}"
+    return None
+
+
+@merge_method("della", dense=True, check=della_range,
+              settings={"density": DENSITY,
+                        "epsilon": Setting(0.1, "spread of the keep probabilities over magnitude ranks: "
+                                                "density ± epsilon/2", low=0.0, high=1.0)},
+              help="magnitude-ranked random drop with rescale (MAGPRUNE), then TIES sign election + "
+                   "disjoint mean (Deep et al. 2024, DELLA-Merging)")
+def della(deltas, weights, gens: list[torch.Generator], *, density: float, epsilon: float) -> torch.Tensor:
+    return disjoint_mean([w * magprune(d, density, epsilon, g) for d, w, g in zip(deltas, weights, gens)])
 
 
 def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 1, oversample: int = 64,

@@ -1,14 +1,14 @@
 """The `lora-vl merge` recipe schema (YAML; every key overridable as key=value)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from lora_vl.merge import algebra, dense  # noqa: F401  (the methods register themselves)
-from lora_vl.merge.methods import METHODS, describe
+from lora_vl.merge.methods import METHODS, all_settings, describe
 from lora_vl.merge.schedule import parse_layers
-from lora_vl.recipe import AT_LEAST_ONE, NON_NEGATIVE, UNIT_INTERVAL, RecipeError, field
+from lora_vl.recipe import AT_LEAST_ONE, NON_NEGATIVE, RecipeError, field
 
 
 @dataclass
@@ -37,7 +37,8 @@ class MergeInput:
 
 
 @dataclass
-class MergeRecipe:
+class MergeRecipeBase:
+    """The keys every merge has; each method's own settings are added below from the registry."""
     inputs: list[MergeInput] = field(help="the adapters to merge (same base model)")
     output: str = field(help="output adapter directory (for a sweep: the folder of all points + sweep.json)")
     weights: list[float] | None = field(None, help="optional: one λ per input, replacing inputs[].weight")
@@ -45,9 +46,7 @@ class MergeRecipe:
                         "`rank`. One of: " + describe())
     rank: int | None = field(None, help="target rank: SVD-compress the result (sum: default none = exact; "
                              "dense methods: default the largest input rank of the module)", range=AT_LEAST_ONE)
-    density: float = field(0.5, help="ties/dare/dare_ties/magnitude: fraction of entries kept",
-                          range=UNIT_INTERVAL)
-    seed: int = field(0, help="seed of DARE's random drop and of the randomized SVD")
+    seed: int = field(0, help="seed of the random drops (DARE, DELLA) and of the randomized SVD")
     svd: Literal["auto", "exact", "randomized"] = field(
         "auto", help="dense methods: how to factor back (randomized for large modules; error is reported)")
     svd_niter: int = field(1, help="power iterations of the randomized SVD, which starts from the inputs' "
@@ -71,6 +70,14 @@ class MergeRecipe:
         if self.weights is not None and len(self.weights) != len(self.inputs):
             raise RecipeError(f"{where}.weights: {len(self.weights)} value(s) for {len(self.inputs)} "
                               "input(s); expected one weight per input")
+        method = METHODS[self.method]
+        for key, setting in method.settings.items():
+            problem = setting.problem(getattr(self, key))
+            if problem:
+                raise RecipeError(f"{where}.{key}: {problem}")
+        problem = method.check(method.values(self)) if method.check else None
+        if problem:
+            raise RecipeError(f"{where}: {problem}")
         names = self.input_names
         if len(set(names)) != len(names):
             raise RecipeError(f"{where}.inputs: names {names} are not unique; set inputs[].name")
@@ -86,3 +93,12 @@ class MergeRecipe:
     @property
     def input_weights(self) -> list[float]:
         return list(self.weights) if self.weights is not None else [inp.weight for inp in self.inputs]
+
+
+# One recipe key per merge-method setting (`merge/methods.py`): schema, `--help` and validation
+# follow the registry, so a method with its own settings needs no edit here.
+MergeRecipe = make_dataclass("MergeRecipe", [(name, float, field(s.default, help=f"{'/'.join(users)}: {s.help}"))
+                                             for name, (s, users) in all_settings().items()],
+                             bases=(MergeRecipeBase,))
+MergeRecipe.__module__ = __name__
+MergeRecipe.__doc__ = "The `lora-vl merge` recipe: the keys every merge has, plus every method's settings."

@@ -83,7 +83,8 @@ def _stats_dict(rank: int, stats) -> dict:
 
 def merge_factors(recipe: MergeRecipe, factors: list[LoraFactors | None], lams: list[float]):
     """An exact factor method, then SVD compression to `rank` if asked for."""
-    f = METHODS[recipe.method].combine([(lam, fac) for lam, fac in zip(lams, factors) if fac is not None])
+    method = METHODS[recipe.method]
+    f = method.combine([(lam, fac) for lam, fac in zip(lams, factors) if fac is not None], **method.values(recipe))
     if f is None or recipe.rank is None or f.rank <= recipe.rank:
         return f, None
     return compress(f, recipe.rank)
@@ -94,9 +95,9 @@ def merge_dense(recipe: MergeRecipe, module: str, factors: list[LoraFactors | No
     """One module of a dense method; a missing module is a zero delta."""
     present = [(i, f) for i, f in enumerate(factors) if f is not None]
     deltas = [f.delta(torch.float32) if f is not None else torch.zeros(shape) for f in factors]
-    p = recipe.density
     gens = [dense.module_generator(recipe.seed, module, i) for i in range(len(factors))]
-    M = METHODS[recipe.method].combine(deltas, lams, p, gens)
+    method = METHODS[recipe.method]
+    M = method.combine(deltas, lams, gens, **method.values(recipe))
     del deltas
     if not torch.any(M):
         return None, None

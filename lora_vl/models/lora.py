@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -131,16 +132,37 @@ def load_projector(model, path: str | Path) -> None:
             param.copy_(state[key].to(param.dtype))
 
 
-def attach_adapters(model, adapter_dirs: list[str], trainable: bool = False):
-    """Stack PEFT adapters on `model`, all active (PEFT sums their deltas)."""
-    if not adapter_dirs:
+@dataclass(frozen=True)
+class UnsavedAdapter:
+    """An adapter with these LoRA settings (a recipe's `lora:`) that has no file yet: PEFT's own
+    initialisation, the layout of a saved one (`projector`: it carries a projector copy, as a VL
+    adapter does). What the planner stacks to measure a stage whose parent is not trained yet."""
+    settings: object
+    projector: bool = False
+
+
+def attach_adapters(model, adapters: list, trainable: bool = False):
+    """Stack PEFT adapters on `model` (adapter dirs, or `UnsavedAdapter`s), all active (PEFT sums
+    their deltas); none trains unless `trainable`."""
+    if not adapters:
         return model
-    names = [f"adapter_{i}" for i in range(len(adapter_dirs))]
+    names = [f"adapter_{i}" for i in range(len(adapters))]
+    # before wrapping: the regex anchors on the base's module paths
+    targets = lora_target_regex(model) if any(isinstance(a, UnsavedAdapter) for a in adapters) else None
+    peft_model = model
     with quiet_peft():
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dirs[0]), adapter_name=names[0],
-                                               is_trainable=trainable)
-        for name, path in zip(names[1:], adapter_dirs[1:]):
-            peft_model.load_adapter(str(path), adapter_name=name, is_trainable=trainable)
+        for i, (name, source) in enumerate(zip(names, adapters)):
+            if isinstance(source, UnsavedAdapter):
+                config = lora_config(source.settings, targets, [PROJECTOR] if source.projector else None)
+                config.inference_mode = not trainable
+                if i == 0:
+                    peft_model = get_peft_model(model, config, adapter_name=name)
+                else:
+                    peft_model.add_adapter(name, config)
+            elif i == 0:
+                peft_model = PeftModel.from_pretrained(model, str(source), adapter_name=name, is_trainable=trainable)
+            else:
+                peft_model.load_adapter(str(source), adapter_name=name, is_trainable=trainable)
     drop_input_grad_hooks(peft_model)
-    peft_model.base_model.set_adapter(names)
+    peft_model.base_model.set_adapter(names, inference_mode=not trainable)  # PEFT would mark them trainable
     return peft_model

@@ -4,8 +4,8 @@ No checkpoint is written: the weights are drawn in memory and handed to
 `from_pretrained(None, config=..., state_dict=...)`, so transformers' bitsandbytes integration
 quantizes them into real `Linear4bit` layers the way it does when loading from disk, under the
 kit's `bnb_config` (NF4, double quant, vision tower / projector / lm_head skipped). The compute
-dtype is bf16 on every device, as on a GPU. Then the stage's own preparation runs: the kit's
-`prepare_base`, `add_lora`, `param_groups`, the stacked frozen VL adapter of `safety`.
+dtype is bf16 on every device, as on a GPU. Then the stage's own definition prepares it: the very
+functions `lora-vl adapt` / `safety` / `eval` call (`train/prepare.py`, `evaluation/model_io.py`).
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import re
 from dataclasses import dataclass
 
 import torch
-from peft import get_peft_model
 from transformers import LlavaForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
-from lora_vl.handoff import lora_config
-from lora_vl.models import lora as L
+from lora_vl.evaluation.model_io import prepare_eval
 from lora_vl.models.load import attn_implementation, bnb_config, set_cpu_4bit_repacking
-from lora_vl.train.safety import SAFETY, activate, freeze_dropout
+from lora_vl.models.lora import UnsavedAdapter
+from lora_vl.train import prepare as S
 
 DTYPE = torch.bfloat16  # the compute dtype on a GPU (`compute_dtype` on bf16-capable cards)
 
@@ -87,48 +86,16 @@ class Workload:
 
 
 def prepare(model, w: Workload):
-    """Apply the stage's own preparation; returns (model, param groups or None)."""
+    """The stage's own preparation (`train/prepare.py`, `evaluation/model_io.py`): a `Prepared`
+    for a training stage, the model for evaluation. Frozen adapters have no file yet: stacked as
+    `UnsavedAdapter`s of the recipe's settings, the VL adapter first with its projector copy."""
     quantized = w.quantization == "4bit"
+    frozen = [UnsavedAdapter(s, projector=i == 0) for i, s in enumerate(w.frozen)]
     if w.kind == "eval":
-        if w.frozen:
-            model = stack_frozen(model, w.frozen)
-        model.eval()
-        return model, None
-    model = L.prepare_base(model, quantized, w.gradient_checkpointing)
-    if w.kind == "stage1":  # as adapt.train_stage1
-        proj = L.projector_module(model)
-        proj.float().requires_grad_(True)
-        return model, [{"params": list(proj.parameters()), "lr": w.optim.lr}]
-    if w.kind == "stage2":  # as adapt.train_stage2
-        model = L.add_lora(model, w.lora, train_projector=True, seed=w.optim.seed)
-        return model, L.param_groups(model, w.optim.lr, w.optim.lr_projector)
-    # safety (sft / dpo), as safety.stacked_model: frozen VL adapter + trainable safety LoRA
-    targets = L.lora_target_regex(model)
-    model = stack_frozen(model, w.frozen)
-    freeze_dropout(model, frozen_names(w.frozen))
-    torch.manual_seed(w.optim.seed)
-    model.add_adapter(SAFETY, lora_config(w.lora, targets))
-    activate(model, frozen_names(w.frozen))
-    return model, L.param_groups(model, w.optim.lr, None)
-
-
-def frozen_names(frozen: list) -> list[str]:
-    return [f"adapter_{i}" for i in range(len(frozen))]  # as `attach_adapters` names them
-
-
-def stack_frozen(model, frozen: list):
-    """Frozen adapters stacked as `attach_adapters` loads them: the first (the VL adapter)
-    with its projector copy, all active, none trainable."""
-    targets = L.lora_target_regex(model)
-    names = frozen_names(frozen)
-    for i, (name, settings) in enumerate(zip(names, frozen)):
-        config = lora_config(settings, targets, [L.PROJECTOR] if i == 0 else None)
-        config.inference_mode = True
-        if i == 0:
-            model = get_peft_model(model, config, adapter_name=name)
-        else:
-            model.add_adapter(name, config)
-    model.base_model.set_adapter(names)  # PEFT marks active adapters trainable: freeze after
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+        return prepare_eval(model, frozen)
+    if w.kind == "stage1":
+        return S.projector_stage(model, quantized, w.gradient_checkpointing, w.optim)
+    if w.kind == "stage2":
+        return S.lora_stage(model, quantized, w.gradient_checkpointing, w.lora, w.optim)
+    return S.safety_stage(model, w.kind, quantized, w.gradient_checkpointing, w.lora, w.optim, frozen,
+                          beta=w.beta, dpo_loss=w.dpo_loss)

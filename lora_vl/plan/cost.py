@@ -3,8 +3,10 @@
 A PREDICTION, not a measurement: time = FLOPs actually executed / (peak × utilization). The
 FLOPs count what the kit's step runs: the frozen base needs input gradients only (no weight
 gradients), LoRA factors need both, gradient checkpointing recomputes every checkpointed
-layer's forward once, and the vision tower is checkpointed and backpropagated too (transformers'
-`enable_input_require_grads` makes the patch embeddings require grad). Decoding one token is
+layer's forward once. The frozen vision tower runs forward only (the stages remove transformers'
+input-embedding grad hooks, `models/lora.py:prepare_base`); a trained projector adds its weight
+gradients; where the projector is frozen too (safety stages) nothing before the first decoder
+layer needs a gradient, so that layer's q/k/v input gradients are not computed. Decoding one token is
 bound by reading the weights and the KV cache, so its time is the larger of the FLOP time and
 the byte time at the stated bandwidth × efficiency.
 """
@@ -52,8 +54,12 @@ def vision_forward_flops(shape: ModelShape, images: int) -> float:
     tokens = (v.image_size // v.patch_size) ** 2 + 1
     per_layer = 2 * tokens * (4 * v.hidden_size ** 2 + 2 * v.hidden_size * v.intermediate_size) \
         + 4 * tokens ** 2 * v.hidden_size
-    proj = 2 * shape.image_tokens * (v.hidden_size * shape.text.hidden_size + shape.text.hidden_size ** 2)
-    return images * (v.num_hidden_layers * per_layer + proj)
+    return images * v.num_hidden_layers * per_layer + projector_flops(shape, images)
+
+
+def projector_flops(shape: ModelShape, images: int) -> float:
+    v = shape.vision
+    return images * 2 * shape.image_tokens * (v.hidden_size * shape.text.hidden_size + shape.text.hidden_size ** 2)
 
 
 def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r: int = 0,
@@ -77,7 +83,12 @@ def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r:
     layers = n * (layer_fwd + lora_fwd + backward)
     if checkpointing:
         layers += n * (layer_fwd + lora_fwd)
-    total = layers + 2 * head_fwd + vis * (3 if checkpointing else 2)
+    total = layers + 2 * head_fwd + vis
+    if kind in ("stage1", "stage2"):  # the trained projector's weight gradients
+        total += projector_flops(shape, rows)
+    else:  # no gradient below the first layer: its q/k/v input gradients (base and LoRA A) are skipped
+        qkv = sizes[:3]
+        total -= 2 * tokens * (sum(i * o for i, o in qkv) + sum(i for i, _ in qkv) * (trained_r + frozen_r))
     if kind == "dpo":  # the reference pass: forward only, no grad
         total += n * (layer_fwd + per_rank * frozen_r) + head_fwd + vis
     return float(total)

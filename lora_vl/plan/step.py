@@ -1,10 +1,11 @@
 """One measured piece of real work: a training step of a stage, or a generation call.
 
-A step is the kit's own sequence from `train/loop.py`: the stage's loss under bf16 autocast
-(`TokenLoss`, or `DpoLoss` with its reference pass), `backward`, gradient clipping, the
-optimizer made by `make_optimizer`, `zero_grad`. It is measured in its steady state: the
-optimizer state exists already (made by a zero-gradient step first), and with gradient
-accumulation the gradients of the previous micro-batch are alive too. Generation is the
+A step is the loop's own (`train/loop.py`): `accumulate` runs the stage's loss (from
+`train/prepare.py`: `TokenLoss`, or `DpoLoss` with its reference pass) and backward under
+training's autocast policy for a GPU, then `optimizer_step` clips and steps the optimizer made by
+`make_optimizer`. It is measured in its steady state: the optimizer state exists already (made
+by a zero-gradient `optimizer_step` first), and with gradient accumulation the measured
+micro-batch is the step's second, the first one's gradients alive. Generation is the
 evaluation's `generate_tokens` (batched greedy decoding with the KV cache).
 
 Phases, set by hooks, split the peak so that it extrapolates over depth: where in the step the
@@ -26,13 +27,11 @@ from transformers.utils import logging as hf_logging
 from lora_vl.data.encode import IGNORE
 from lora_vl.errors import InputError
 from lora_vl.evaluation.generate import generate_tokens
-from lora_vl.plan.build import Workload, build_llava, frozen_names, prepare
+from lora_vl.plan.build import Workload, build_llava, prepare
 from lora_vl.plan.shapes import ModelShape
 from lora_vl.plan.tracker import LiveBytes, PhasePeak
-from lora_vl.train.dpo import DpoLoss
-from lora_vl.train.loop import TokenLoss, make_optimizer, to_device
-from lora_vl.train.safety import vl_only
-from lora_vl.train.stage import pixel_dtype
+from lora_vl.train.loop import accumulate, autocast_policy, make_optimizer, optimizer_step, to_device
+from lora_vl.train.prepare import Prepared
 
 STEP_EVENT = "lora_vl.plan.step"  # the measured work, as it appears in a torch profiler trace
 PAGED_MIN_NUMEL = 100_000  # bitsandbytes pages optimizer states of params with at least 1e5 elements
@@ -150,11 +149,11 @@ def measure(shape: ModelShape, w: Workload, layers: int, micro_batch: int, devic
             cache: dict) -> Measured:
     """Build `shape` at `layers` decoder layers, run `w` at `micro_batch`, return the peaks."""
     t0 = time.time()
-    model, groups = prepare(build_llava(shape.llava_config(layers), w.quantization, device, cache), w)
+    prepared = prepare(build_llava(shape.llava_config(layers), w.quantization, device, cache), w)
     rows = 2 * micro_batch if w.kind == "dpo" else micro_batch
     run = generate if w.kind == "eval" else train_step
-    phases, params, stats = run(model, groups, shape, w, rows, device)
-    del model, groups
+    phases, params, stats = run(prepared, shape, w, rows, device)
+    del prepared
     return Measured(layers, micro_batch, phases, time.time() - t0, params, stats)
 
 
@@ -169,44 +168,36 @@ def _tracker(model, shape, device, optimizer=None, paged=False, kv_shape=None) -
     return tracker, params
 
 
-def train_step(model, groups, shape: ModelShape, w: Workload, rows: int, device: torch.device):
-    trainable = [p for g in groups for p in g["params"]]
-    optimizer = make_optimizer(groups, w.optim)
+def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: torch.device):
+    """One optimizer step of the stage through the loop's own `accumulate` and `optimizer_step`,
+    under training's autocast policy on a GPU (the device the plan is for), tracked."""
+    model, trainable = st.model, st.trainable
+    optimizer = make_optimizer(st.groups, w.optim)
     if isinstance(optimizer, torch.optim.AdamW) and device.type != "cuda":
         for g in optimizer.param_groups:  # torch's default on CUDA tensors; on CPU it would loop
             g["foreach"] = True
     for p in trainable:  # steady state: the optimizer state exists from the first step on
         p.grad = torch.zeros_like(p)
-    optimizer.step()
+    optimizer_step(trainable, optimizer, w.optim)
     accum = w.optim.global_batch_size // w.optim.micro_batch_size
-    loss_fn = TokenLoss() if w.kind != "dpo" else _dpo_loss(model, w)
-    batch = to_device(make_batch(shape, rows, w.length), device, pixel_dtype(model))
-    num_items = loss_fn.count(batch) * accum  # the step's items: this micro-batch is one of `accum`
+    batch = to_device(make_batch(shape, rows, w.length), device, st.pixel_dtype)
+    # with accumulation the peak is a later micro-batch's, the earlier ones' gradients alive: the
+    # second is the steady state (every later one is alike), so two of the step's `accum` are run
+    runs = min(accum, 2)
+    counts = [st.loss_fn.count(batch)] * runs
 
     def step(tracker=None, hooks=None):
-        with tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
-            _phase(tracker, "forward.vision")
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = loss_fn(model, batch, num_items)
+        def on_phase(name):
             if hooks is not None:
-                hooks.in_backward = True
-            _phase(tracker, "backward.head")
-            loss.backward()
+                hooks.in_backward = name == "backward"
+            _phase(tracker, "forward.vision" if name == "forward" else "backward.head")
+
+        with tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
+            accumulate(model, 0, list(enumerate([batch] * runs)), counts, counts[0] * accum, accum, st.loss_fn, w.optim, device,
+                       st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase)
             _phase(tracker, "optimizer")
-            if w.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, w.optim.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            del loss
-        prior_gradients()
+            optimizer_step(trainable, optimizer, w.optim)
 
-    def prior_gradients():
-        """With accumulation the measured micro-batch is not the step's first: the gradients of
-        the ones before it are alive (zeros will do)."""
-        for p in trainable:
-            p.grad = torch.zeros_like(p) if accum > 1 else None
-
-    prior_gradients()
     # on a GPU these states live in managed memory, outside the allocator
     tracker, params = _tracker(model, shape, device, optimizer, paged=w.optim.optimizer.startswith("paged"))
     states = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
@@ -214,7 +205,6 @@ def train_step(model, groups, shape: ModelShape, w: Workload, rows: int, device:
     params["optimizer state"] = storage_bytes(states)
     tracker.add_known(batch.values(), CATEGORIES["inputs"])
     params[CATEGORIES["inputs"]] = storage_bytes(batch.values())
-    tracker.add_known([p.grad for p in trainable if p.grad is not None], "gradients")
     hooks = PhaseHooks(model, tracker)
     model.train()
     try:
@@ -223,6 +213,8 @@ def train_step(model, groups, shape: ModelShape, w: Workload, rows: int, device:
         hooks.remove()
     if device.type == "cuda":  # the same step without the tracker, for its time
         stats["step_s"] = min(_timed(device, step)["step_s"] for _ in range(2))
+    stats["step_s"] /= runs  # per micro-batch
+    stats["micro_batches"] = runs
     if not math.isfinite(sum(float(p.detach().float().sum()) for p in trainable)):
         raise RuntimeError("the measured step produced non-finite weights")
     stats["autocast_gaps"] = sorted(tracker.autocast_gaps)
@@ -247,10 +239,6 @@ def _timed(device: torch.device, fn) -> dict:
     return {"step_s": time.perf_counter() - t0}
 
 
-def _dpo_loss(model, w: Workload):
-    return DpoLoss(w.beta, w.dpo_loss, 0.0, reference=lambda: vl_only(model, frozen_names(w.frozen)))
-
-
 class _GenerationPhases:
     """Prefill, then decode steps: the first, the last, the ones between."""
 
@@ -265,7 +253,7 @@ class _GenerationPhases:
                            else "decode.last" if self.calls == last else "decode.middle")
 
 
-def generate(model, groups, shape: ModelShape, w: Workload, rows: int, device: torch.device):
+def generate(model, shape: ModelShape, w: Workload, rows: int, device: torch.device):
     """The evaluation's batched greedy decoding: `rows` prompts of `w.length` tokens, each with
     an image, `w.new_tokens` new tokens each (no early stop: the stop id is out of vocabulary)."""
     batch = make_batch(shape, rows, w.length)

@@ -18,15 +18,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lora_vl.evaluation.vocabulary import METRICS
+
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
-SUMMARY_METRICS = ("text_safety", "mm_safety", "safety", "text_refusal", "mm_refusal", "harmful_refusal",
-                   "over_refusal", "helpfulness")
-ANALYSIS_METRICS = ("probe_acc", "ref_d")
-LABELS = {"text_safety": "text ASR", "mm_safety": "multimodal ASR", "safety": "ASR (text + multimodal)",
-          "text_refusal": "refusal rate on harmful text asks", "mm_refusal": "refusal rate on harmful image asks",
-          "harmful_refusal": "refusal rate on harmful asks (text + multimodal)",
-          "over_refusal": "over-refusal rate", "helpfulness": "helpfulness accuracy",
-          "probe_acc": "held-out probe accuracy", "ref_d": "harmful vs benign separation d′ along the LLM's direction"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +33,8 @@ class Ref:
 
     def label(self) -> str:
         where = "" if self.layer is None else f" @ layer {self.layer}"
-        return f"{self.run}: {LABELS.get(self.metric, self.metric)}{where}"
+        label = METRICS[self.metric].label if self.metric in METRICS else self.metric
+        return f"{self.run}: {label}{where}"
 
 
 @dataclass(frozen=True)
@@ -123,10 +118,10 @@ def _layer(seed: SeedData, layer) -> int | None:
 
 def measure(seed: SeedData, ref: Ref) -> dict | None:
     """{'value', 'ci', 'n', ...} of `ref` in this seed, or None when it was not measured."""
-    if ref.metric in SUMMARY_METRICS:
+    if ref.metric not in METRICS:
+        raise ValueError(f"metric {ref.metric!r}: expected one of {list(METRICS)}")
+    if METRICS[ref.metric].summary:
         return (seed.runs.get(ref.run) or {}).get(ref.metric)
-    if ref.metric not in ANALYSIS_METRICS:
-        raise ValueError(f"metric {ref.metric!r}: expected one of {SUMMARY_METRICS + ANALYSIS_METRICS}")
     if not seed.analysis or ref.run not in seed.analysis.get("models", {}):
         return None
     i = _layer(seed, ref.layer)
@@ -188,30 +183,44 @@ def evaluate(claims: list[Claim], seeds: list[SeedData]) -> list[dict]:
     return out
 
 
-# --- the study's findings (paper.md) -------------------------------------------------------------
+# --- the study's findings (paper.md): one function per finding, in FINDINGS' order -------------
+
+@dataclass(frozen=True)
+class Study:
+    """What the findings compare: one seed's measurements and which runs play which part.
+    safety_runs: {'sft': run name, 'dpo': run name}; merge_safety: which of them the merges used."""
+    seed: SeedData
+    safety_runs: dict[str, str]
+    merge_safety: str
+
 
 def one(*comparisons: Comparison) -> tuple[tuple[Comparison, ...], ...]:
     return (tuple(comparisons),)
 
 
-def study_claims(seed: SeedData, safety_runs: dict[str, str], merge_safety: str) -> list[Claim]:
-    """The findings of paper.md as comparisons between this study's runs.
+R = Ref
 
-    safety_runs: {'sft': run name, 'dpo': run name}; merge_safety: which of them the merges used."""
-    R = Ref
-    claims = [Claim("1a", "Safety degrades during VL adaptation, even on safe data",
-                    "text-only ASR of the VL-adapted model is higher than the aligned LLM's",
-                    one(Comparison(R("vl", "text_safety"), "greater", R("llm", "text_safety"))))]
-    if seed.curve:
-        first = seed.curve[0][1]
-        claims += [
-            Claim("1b", "Safety degrades during VL adaptation (ASR rises over training)",
-                  f"multimodal ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
+
+def degrades_on_safe_data(s: Study) -> list[Claim]:
+    return [Claim("1a", "Safety degrades during VL adaptation, even on safe data",
+                  "text-only ASR of the VL-adapted model is higher than the aligned LLM's",
+                  one(Comparison(R("vl", "text_safety"), "greater", R("llm", "text_safety"))))]
+
+
+def degrades_over_training(s: Study) -> list[Claim]:
+    if not s.seed.curve:
+        return []
+    first = s.seed.curve[0][1]
+    finding = "Safety degrades during VL adaptation (ASR rises over training)"
+    return [Claim("1b", finding, f"multimodal ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
                   one(Comparison(R("vl", "mm_safety"), "greater", R(first, "mm_safety")))),
-            Claim("1c", "Safety degrades during VL adaptation (ASR rises over training)",
-                  f"text-only ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
+            Claim("1c", finding, f"text-only ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
                   one(Comparison(R("vl", "text_safety"), "greater", R(first, "text_safety"))))]
-    for method, run in safety_runs.items():
+
+
+def safety_tuning_costs(s: Study) -> list[Claim]:
+    claims = []
+    for method, run in s.safety_runs.items():
         name = {"sft": "safety SFT", "dpo": "safety DPO"}[method]
         f2 = "Safety tuning lowers ASR but raises over-refusal and costs helpfulness"
         claims += [
@@ -224,48 +233,72 @@ def study_claims(seed: SeedData, safety_runs: dict[str, str], merge_safety: str)
             Claim(f"2-{method}-residual", "Safety tuning does not fully restore safety",
                   f"text-only ASR after {name} stays above the aligned LLM's",
                   one(Comparison(R(run, "text_safety"), "greater", R("llm", "text_safety"))))]
-    f3 = "VL adaptation and safety objectives diverge: training both at once is worse than either alone"
-    claims += [Claim("3", f3, "the mixed setting is less safe than post-hoc safety SFT and less helpful than "
-                     "VL adaptation alone",
-                     one(Comparison(R("mixed", "safety"), "greater", R(safety_runs["sft"], "safety")),
-                         Comparison(R("mixed", "helpfulness"), "less", R("vl", "helpfulness"))))]
-    if "dpo" in safety_runs:
-        claims += [Claim("4", "Safety SFT and RLHF (DPO) both fall short, differently: one costs helpfulness, "
-                         "the other leaves ASR",
-                         "SFT reaches a lower ASR than DPO, and DPO a lower over-refusal rate than SFT",
-                         one(Comparison(R(safety_runs["sft"], "safety"), "less", R(safety_runs["dpo"], "safety")),
-                             Comparison(R(safety_runs["dpo"], "over_refusal"), "less",
-                                        R(safety_runs["sft"], "over_refusal"))))]
-    if seed.merge_points:
-        tuned = safety_runs[merge_safety]
-        claims += [Claim("5", "Weight merging gives the best safety-helpfulness trade-off",
-                         f"some merge of the VL and {merge_safety.upper()} adapters is safer than the VL-adapted model "
-                         f"and more helpful than the post-hoc safety-tuned model ({tuned})",
-                         tuple((Comparison(R(p, "safety"), "less", R("vl", "safety")),
-                                Comparison(R(p, "helpfulness"), "greater", R(tuned, "helpfulness")))
-                               for p in seed.merge_points)),
-                   Claim("5-overrefusal", "Weight merging gives the best safety-helpfulness trade-off",
-                         f"some merge of the VL and {merge_safety.upper()} adapters is safer than the VL-adapted model "
-                         f"and over-refuses less than the post-hoc safety-tuned model ({tuned})",
-                         tuple((Comparison(R(p, "safety"), "less", R("vl", "safety")),
-                                Comparison(R(p, "over_refusal"), "less", R(tuned, "over_refusal")))
-                               for p in seed.merge_points))]
-    if seed.analysis:
-        f6 = "VL adaptation changes specific safety-related layers"
-        claims += [
-            Claim("6a", f6, "harmful and benign prompts separate more in the aligned LLM's safety layer (the "
+    return claims
+
+
+def objectives_diverge(s: Study) -> list[Claim]:
+    return [Claim("3", "VL adaptation and safety objectives diverge: training both at once is worse than either alone",
+                  "the mixed setting is less safe than post-hoc safety SFT and less helpful than VL adaptation alone",
+                  one(Comparison(R("mixed", "safety"), "greater", R(s.safety_runs["sft"], "safety")),
+                      Comparison(R("mixed", "helpfulness"), "less", R("vl", "helpfulness"))))]
+
+
+def sft_and_dpo_fall_short(s: Study) -> list[Claim]:
+    if "dpo" not in s.safety_runs:
+        return []
+    sft, dpo = s.safety_runs["sft"], s.safety_runs["dpo"]
+    return [Claim("4", "Safety SFT and RLHF (DPO) both fall short, differently: one costs helpfulness, "
+                  "the other leaves ASR",
+                  "SFT reaches a lower ASR than DPO, and DPO a lower over-refusal rate than SFT",
+                  one(Comparison(R(sft, "safety"), "less", R(dpo, "safety")),
+                      Comparison(R(dpo, "over_refusal"), "less", R(sft, "over_refusal"))))]
+
+
+def merging_trades_best(s: Study) -> list[Claim]:
+    if not s.seed.merge_points:
+        return []
+    tuned, merged = s.safety_runs[s.merge_safety], s.merge_safety.upper()
+    finding = "Weight merging gives the best safety-helpfulness trade-off"
+    return [Claim("5", finding, f"some merge of the VL and {merged} adapters is safer than the VL-adapted model "
+                  f"and more helpful than the post-hoc safety-tuned model ({tuned})",
+                  tuple((Comparison(R(p, "safety"), "less", R("vl", "safety")),
+                         Comparison(R(p, "helpfulness"), "greater", R(tuned, "helpfulness")))
+                        for p in s.seed.merge_points)),
+            Claim("5-overrefusal", finding, f"some merge of the VL and {merged} adapters is safer than the VL-adapted "
+                  f"model and over-refuses less than the post-hoc safety-tuned model ({tuned})",
+                  tuple((Comparison(R(p, "safety"), "less", R("vl", "safety")),
+                         Comparison(R(p, "over_refusal"), "less", R(tuned, "over_refusal")))
+                        for p in s.seed.merge_points))]
+
+
+def safety_layers_change(s: Study) -> list[Claim]:
+    if not s.seed.analysis:
+        return []
+    f6 = "VL adaptation changes specific safety-related layers"
+    return [Claim("6a", f6, "harmful and benign prompts separate more in the aligned LLM's safety layer (the "
                   "layer where they separate most along its refusal direction, d′ held out) than at its first layer",
                   one(Comparison(R("llm", "ref_d", "peak"), "greater", R("llm", "ref_d", "first")))),
             Claim("6b", f6, "in that layer, VL adaptation weakens the LLM's refusal direction: harmful and benign "
                   "prompts separate less along it (d′, held out)",
                   one(Comparison(R("vl", "ref_d", "peak"), "less", R("llm", "ref_d", "peak"))))]
+
+
+FINDINGS = (degrades_on_safe_data, degrades_over_training, safety_tuning_costs, objectives_diverge,
+            sft_and_dpo_fall_short, merging_trades_best, safety_layers_change)
+
+
+def study_claims(seed: SeedData, safety_runs: dict[str, str], merge_safety: str) -> list[Claim]:
+    """The findings of paper.md as comparisons between this study's runs, each ASR claim followed
+    by its twin judged on refusal."""
+    study = Study(seed, safety_runs, merge_safety)
+    claims = [c for finding in FINDINGS for c in finding(study)]
     return [twin for c in claims for twin in (c, by_refusal(c)) if twin is not None]
 
 
 # ASR counts harmful answers; a model can stop refusing and still not give harmful content (the toy
 # VL model writes benign steps under a harmful heading). Refusal of the harmful asks is the other
 # half of safety, and what keyword-matching ASR (1 - refusal) measures: every ASR claim is also
-# judged on it, with the direction flipped.
+# judged on it, the direction flipped where the two metrics are better in opposite directions.
 REFUSAL_OF = {"text_safety": "text_refusal", "mm_safety": "mm_refusal", "safety": "harmful_refusal"}
 FLIP = {"greater": "less", "less": "greater"}
 
@@ -275,7 +308,9 @@ def by_refusal(claim: Claim) -> Claim | None:
     def swap(c: Comparison) -> Comparison:
         if c.a.metric not in REFUSAL_OF:
             return c
-        return Comparison(dataclasses.replace(c.a, metric=REFUSAL_OF[c.a.metric]), FLIP[c.direction],
+        twin = REFUSAL_OF[c.a.metric]
+        same_way = METRICS[twin].better == METRICS[c.a.metric].better
+        return Comparison(dataclasses.replace(c.a, metric=twin), c.direction if same_way else FLIP[c.direction],
                           dataclasses.replace(c.b, metric=REFUSAL_OF[c.b.metric]))
     if not any(c.a.metric in REFUSAL_OF for alt in claim.alternatives for c in alt):
         return None

@@ -4,14 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora_vl.evaluation.results import summarize
+from lora_vl.evaluation.vocabulary import METRICS, summary_keys
 from lora_vl.plots import Figure, save_png
-from lora_vl.study.claims import SUMMARY_METRICS, SeedData
-
-COLUMNS = [("text_safety", "text ASR"), ("mm_safety", "MM ASR"), ("safety", "ASR (pooled)"),
-           ("text_refusal", "harmful text refused"), ("mm_refusal", "harmful image refused"),
-           ("harmful_refusal", "harmful refused (pooled)"),
-           ("over_refusal", "over-refusal"), ("helpfulness", "helpfulness")]
-
+from lora_vl.study.claims import SeedData
 
 def fmt(m: dict | None, digits: int = 3) -> str:
     if not m or m.get("value") is None:
@@ -62,11 +57,12 @@ def render_claims(claims: list[dict], seeds: list[SeedData], meta: dict) -> str:
                          + f" ⇒ **{p['verdict']}**")
         spread = _spread_text(c)
         lines.append(f"| {c['id']} | {'<br>'.join(cells)}{'<br>' + spread if spread else ''} | **{c['verdict']}** |")
+    columns = summary_keys()
     for s in seeds:
-        lines += ["", f"## Runs, seed {s.seed}", "", "| run | " + " | ".join(t for _, t in COLUMNS) + " |",
-                  "|---|" + "---|" * len(COLUMNS)]
+        lines += ["", f"## Runs, seed {s.seed}", "", "| run | " + " | ".join(METRICS[k].column for k in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
         for name, summary in s.runs.items():
-            lines.append(f"| {name} | " + " | ".join(fmt(summary.get(k)) for k, _ in COLUMNS) + " |")
+            lines.append(f"| {name} | " + " | ".join(fmt(summary.get(k)) for k in columns) + " |")
     if meta.get("agreement"):
         lines += ["", f"## Judge agreement, seed {seeds[0].seed}", "",
                   "Two judges on the same answers: how often they agree and Cohen's kappa (– when one judge "
@@ -163,4 +159,4 @@ def plot_pareto(seeds: list[SeedData], path: Path, fixed: list[str]) -> Path:
 def summaries_only(results: dict) -> dict:
     """A run's results.json reduced to what the claims read: the pooled summary per category."""
     summary = summarize(results["benchmarks"])  # from the per-benchmark numbers: old results gain new pools
-    return {k: v for k, v in summary.items() if k in SUMMARY_METRICS}
+    return {k: v for k, v in summary.items() if k in summary_keys()}

@@ -214,7 +214,7 @@ def mmbench(root: Path, split: Split, ledger: Ledger, rng: random.Random, n: int
     """VLMEvalKit's mmbench_dev_en.tsv: images as base64; a picture asked about twice is stored once,
     the second row's `image` holding the first row's `index` (as VLMEvalKit's TSVs do)."""
     painter = Painter(tmp, "mmbench", rng)
-    rows = []
+    rows, pic = [], None
     for i in range(n):
         attr = ATTRS[i % len(ATTRS)]
         reuse = i % REUSE_EVERY == 1  # row i-1 asked about the object in an object picture

@@ -19,8 +19,9 @@ from lora_vl.models.load import load_vlm
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
 from lora_vl.train.loop import train
+from lora_vl.train.prepare import Prepared, lora_stage, projector_stage
 from lora_vl.train.stage import (check_run_output, data_provenance, ensure_base, finished, local_stamp,
-                                 pixel_dtype, run_record, stage_fingerprint, stage_main, write_result,
+                                 run_record, stage_fingerprint, stage_main, write_result,
                                  write_stage_manifest)
 
 
@@ -38,25 +39,37 @@ class AdaptRecipe:
             raise RecipeError(f"{where}: give stage1 or projector, not both")
 
 
+def stage1_setup(r: AdaptRecipe, base) -> tuple[Prepared, object]:
+    """(stage 1 prepared for the loop, processor) on the checkpoint `base`."""
+    model, processor = load_vlm(base, quantization=r.model.quantization)
+    return projector_stage(model, r.model.quantization == "4bit", r.model.gradient_checkpointing,
+                           r.stage1.optim), processor
+
+
+def stage2_setup(r: AdaptRecipe, base, projector: Path | None) -> tuple[Prepared, object]:
+    """(stage 2 prepared for the loop, processor) on `base`, from a trained projector if given."""
+    model, processor = load_vlm(base, quantization=r.model.quantization)
+    if projector is not None:
+        L.load_projector(model, projector)
+    return lora_stage(model, r.model.quantization == "4bit", r.model.gradient_checkpointing, r.lora,
+                      r.stage2.optim), processor
+
+
 def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     provenance = data_provenance(r.stage1.data)  # hashes the data files: once, for fingerprint and manifest
     fp = stage_fingerprint(r.model, r.stage1, str(base), local_stamp(base), provenance)
     if finished(out, fp):
         print(f"stage 1 already complete: {out}")
         return out / "projector.safetensors"
-    model, processor = load_vlm(base, quantization=r.model.quantization)
-    model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
-    proj = L.projector_module(model)
-    proj.float().requires_grad_(True)  # fp32 master weights; autocast computes in bf16 on GPU
+    st, processor = stage1_setup(r, base)
     data = TrainSet(r.stage1.data, processor, cache=CheckCache(Path(r.output_dir) / "data-check/stage1", provenance))
-    res = train(model, [{"params": list(proj.parameters()), "lr": r.stage1.optim.lr}], data,
-                r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
+    res = train(st.model, st.groups, data, r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
                 tb_dir=Path(r.output_dir) / "tb/stage1", fingerprint=fp, desc="stage 1 (projector)",
-                pixel_dtype=pixel_dtype(model))
+                loss_fn=st.loss_fn, pixel_dtype=st.pixel_dtype)
     record = run_record(res, data)
 
     def write(tmp: Path) -> None:
-        L.save_projector(model, tmp / "projector.safetensors")
+        L.save_projector(st.model, tmp / "projector.safetensors")
         write_stage_manifest(tmp, "projector", dataclasses.asdict(r), fingerprint=fp, base=str(base),
                              data=provenance, **record)
     return write_result(out, write) / "projector.safetensors"
@@ -69,12 +82,8 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
     if finished(out, fp):
         print(f"stage 2 already complete: {out}")
         return out
-    model, processor = load_vlm(base, quantization=r.model.quantization)
-    if projector is not None:
-        L.load_projector(model, projector)
-    model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
-    model = L.add_lora(model, r.lora, train_projector=True, seed=r.stage2.optim.seed)
-    groups = L.param_groups(model, r.stage2.optim.lr, r.stage2.optim.lr_projector)
+    st, processor = stage2_setup(r, base, projector)
+    model = st.model
     data = TrainSet(r.stage2.data, processor, cache=CheckCache(Path(r.output_dir) / "data-check/stage2", provenance))
 
     def snapshot(step: int) -> None:  # the adapter as it is at `step` (rank 0): for curves over stage 2
@@ -83,9 +92,9 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
             write_stage_manifest(tmp, "vl_adapter_snapshot", dataclasses.asdict(r), fingerprint=fp,
                                  base=str(base), step=step, parents=[str(projector)] if projector else [])
 
-    res = train(model, groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
+    res = train(model, st.groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
                 tb_dir=Path(r.output_dir) / "tb/stage2", fingerprint=fp, desc="stage 2 (LoRA + projector)",
-                pixel_dtype=pixel_dtype(model), on_snapshot=snapshot)
+                loss_fn=st.loss_fn, pixel_dtype=st.pixel_dtype, on_snapshot=snapshot)
     record = run_record(res, data)
 
     def write(tmp: Path) -> None:

@@ -170,6 +170,55 @@ def sync_gradients(params: list[torch.Tensor]) -> None:
         pos += n
 
 
+def autocast_policy(device_type: str, run_on: str | None = None):
+    """Training's mixed precision on `device_type`: bf16 autocast on CUDA (fp32 master weights,
+    bf16 matmuls); none elsewhere (CPU training runs in the model's own dtypes). `run_on` applies
+    that policy on another device: the planner measures a CUDA step on a CPU."""
+    if device_type == "cuda":
+        return torch.autocast(run_on or device_type, dtype=torch.bfloat16)
+    return torch.autocast(run_on or device_type, enabled=False)
+
+
+def micro_step(model, loss_fn, batch: dict, num_items: int, device, pixel_dtype, autocast,
+               on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
+    """Forward and backward of one micro-batch, its gradient added to `.grad`; its loss, detached.
+    `on_phase("forward" / "backward")` lets an observer (the planner's tracker) split the step."""
+    if on_phase is not None:
+        on_phase("forward")
+    with autocast:
+        loss = loss_fn(model, to_device(batch, device, pixel_dtype), max(num_items, 1))
+    if on_phase is not None:
+        on_phase("backward")
+    loss.backward()
+    return loss.detach()
+
+
+def accumulate(model, step: int, batches: list[tuple[int, dict]], counts: list[int], n_items: int,
+               n_batches: int, loss_fn, cfg: OptimConfig, device, pixel_dtype, autocast=None,
+               on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
+    """This process's micro-batches of one step, as (place k in the step, batch), gradients
+    accumulated; their summed loss (float64). `n_items` / `n_batches`: the whole step's items and
+    micro-batches over all processes. Each micro-batch's randomness (LoRA dropout) is seeded by
+    (seed, step, k), so N processes draw what one process draws."""
+    autocast = autocast if autocast is not None else autocast_policy(device.type)
+    step_loss = torch.zeros((), dtype=torch.float64)
+    for (k, batch), count in zip(batches, counts):
+        torch.manual_seed(step_seed(cfg.seed, step, k))
+        denom = n_items if cfg.loss_average == "token" else count * n_batches
+        loss = micro_step(model, loss_fn, batch, denom, device, pixel_dtype, autocast, on_phase)
+        step_loss += loss.double().cpu()
+    return step_loss
+
+
+def optimizer_step(trainable: list[torch.Tensor], optimizer, cfg: OptimConfig) -> None:
+    """Gradients summed over the processes, clipped, applied, cleared."""
+    sync_gradients(trainable)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def step_feed(trainset, sched: Schedule, start: int, workers: int) -> Iterator[list[tuple[int, dict]]]:
     """This process's micro-batches of each step from `start` on, as (place k in the step,
     collated batch), skipped-bad ones left out; built ahead by `workers` DataLoader processes
@@ -195,15 +244,7 @@ def accumulate_step(model, step: int, mine: list[tuple[int, dict]], loss_fn, cfg
         dtype=torch.float64)).tolist()
     if n_batches == 0:
         return None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    step_loss = torch.zeros((), dtype=torch.float64)
-    for (k, batch), count in zip(mine, counts):
-        torch.manual_seed(step_seed(cfg.seed, step, k))
-        denom = n_items if cfg.loss_average == "token" else count * n_batches
-        with autocast:
-            loss = loss_fn(model, to_device(batch, device, pixel_dtype), max(denom, 1))
-        loss.backward()
-        step_loss += loss.detach().double().cpu()
+    step_loss = accumulate(model, step, mine, counts, n_items, n_batches, loss_fn, cfg, device, pixel_dtype)
     return float(dist.all_reduce_sum(step_loss)), int(n_tokens)
 
 
@@ -257,12 +298,8 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
                 raise InputError(f"{desc}: the loss at step {step + 1} is {done[0]} (not finite); stopped before "
                                  f"the update, last good checkpoint kept in {ckpt_dir}. Lower the learning rate "
                                  "or check the parent adapter's and the data's values")
-            sync_gradients(trainable)
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
-            optimizer.step()
+            optimizer_step(trainable, optimizer, cfg)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             loss_value, n_tokens = done
             progress.update(done=progress["done"] + 1, loss=loss_value)
             tokens += n_tokens

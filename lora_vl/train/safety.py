@@ -5,41 +5,29 @@ adapter on the same language-model linears trains on top, by SFT (VLGuard-style 
 replayed instruction data mixed in) or by DPO (SPA-VL / PKU-SafeRLHF pairs; the reference is
 the same network with the safety adapter switched off, i.e. the VL-adapted model). The
 projector stays the VL adapter's, frozen, so the result is a pure LoRA adapter that the merge
-stage can add to or subtract from the VL adapter.
-
-Why stacked adapters and not a VL adapter folded into the base: PEFT 0.21 keeps several LoRA
-adapters active at once and sums their deltas, so the frozen VL adapter acts exactly as in
-its own run while the base stays 4-bit; folding it in would need a 16-bit copy of the LM.
-PEFT's `set_adapter` marks every active adapter trainable, so `activate` re-freezes all but
-the safety adapter after each switch.
+stage can add to or subtract from the VL adapter. How the model is stacked and what trains:
+`train/prepare.py:safety_stage` (why stacked adapters and not a folded base: there too).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from lora_vl.artifacts import fingerprint_files
 from lora_vl.data.dataset import TrainSet
-from lora_vl.handoff import lora_config, open_adapter
+from lora_vl.handoff import open_adapter
 from lora_vl.data.config import DataConfig
-from lora_vl.models import lora as L
 from lora_vl.models.load import load_vlm
-from lora_vl.models.lora import attach_adapters
 from lora_vl.recipe import POSITIVE, Range, RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig, StageConfig
-from lora_vl.train.loop import TokenLoss, train
-from lora_vl.train.dpo import DpoLoss
+from lora_vl.train.loop import train
 from lora_vl.train.preference import PairSet
+from lora_vl.train.prepare import SAFETY, Prepared, safety_stage
 from lora_vl.train.stage import (check_run_output, data_provenance, ensure_base, finished, local_stamp,
-                                 pixel_dtype, run_record, stage_fingerprint, stage_main, write_result,
+                                 run_record, stage_fingerprint, stage_main, write_result,
                                  write_stage_manifest)
-
-SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the output folder
 
 
 @dataclass
@@ -80,57 +68,14 @@ def check_parent(parent: str | Path, base) -> Path:
     return adapter.path
 
 
-def activate(model, vl: list[str]) -> None:
-    """VL + safety adapters active; only the safety adapter trainable."""
-    model.base_model.set_adapter(vl + [SAFETY])
-    for name, p in model.named_parameters():
-        if p.requires_grad and f".{SAFETY}." not in name:
-            p.requires_grad_(False)
-
-
-@contextlib.contextmanager
-def vl_only(model, vl: list[str]):
-    """The reference network: the VL-adapted model, the safety adapter switched off."""
-    model.base_model.set_adapter(vl, inference_mode=True)
-    try:
-        yield model
-    finally:
-        activate(model, vl)
-
-
-def freeze_dropout(model, names: list[str]) -> None:
-    """A frozen adapter is a fixed function: no LoRA dropout on it while the model trains."""
-    for module in model.modules():
-        drops = getattr(module, "lora_dropout", None)
-        for n in names:
-            if drops is not None and n in drops:
-                drops[n] = torch.nn.Identity()
-
-
-def stacked_model(r: SafetyRecipe, base, parent: Path, seed: int):
-    """(PEFT model with frozen VL + trainable safety LoRA, processor, VL adapter names)."""
-    model, processor = load_vlm(base, quantization=r.model.quantization)
-    model = L.prepare_base(model, r.model.quantization == "4bit", r.model.gradient_checkpointing)
-    targets = L.lora_target_regex(model)  # before wrapping: the regex anchors on the base's module paths
-    model = attach_adapters(model, [str(parent)], trainable=False)
-    vl = list(model.peft_config)
-    freeze_dropout(model, vl)
-    torch.manual_seed(seed)
-    with L.quiet_peft():
-        model.add_adapter(SAFETY, lora_config(r.lora, targets))
-    activate(model, vl)
-    return model, processor, vl
-
-
-
-def build_training(r: SafetyRecipe, base, parent: Path):
-    """(stacked model, processor, data set, loss_fn) for the recipe's method."""
+def build_training(r: SafetyRecipe, base, parent: Path) -> tuple[Prepared, object, object]:
+    """(the recipe's method prepared for the loop on `base` + frozen `parent`, processor, data set)."""
     stage = getattr(r, r.method)
-    model, processor, vl = stacked_model(r, base, parent, stage.optim.seed)
-    if r.method == "sft":
-        return model, processor, TrainSet(stage.data, processor), TokenLoss()
-    loss_fn = DpoLoss(stage.beta, stage.loss, stage.label_smoothing, reference=lambda: vl_only(model, vl))
-    return model, processor, PairSet(stage.data, processor), loss_fn
+    model, processor = load_vlm(base, quantization=r.model.quantization)
+    dpo = {"beta": stage.beta, "dpo_loss": stage.loss, "label_smoothing": stage.label_smoothing} if r.method == "dpo" else {}
+    st = safety_stage(model, r.method, r.model.quantization == "4bit", r.model.gradient_checkpointing,
+                      r.lora, stage.optim, [str(parent)], **dpo)
+    return st, processor, (TrainSet if r.method == "sft" else PairSet)(stage.data, processor)
 
 
 def run_safety(r: SafetyRecipe) -> Path:
@@ -146,11 +91,12 @@ def run_safety(r: SafetyRecipe) -> Path:
     if finished(out / "adapter", fp):
         print(f"safety adapter already complete: {out / 'adapter'}")
         return out / "adapter"
-    model, processor, data, loss_fn = build_training(r, base, parent)
-    res = train(model, L.param_groups(model, stage.optim.lr, None), data, stage.optim,
+    st, processor, data = build_training(r, base, parent)
+    model = st.model
+    res = train(model, st.groups, data, stage.optim,
                 ckpt_dir=out / "checkpoints" / r.method, tb_dir=out / "tb" / r.method, fingerprint=fp,
-                desc=f"safety {r.method} (LoRA on frozen VL adapter)", loss_fn=loss_fn,
-                pixel_dtype=pixel_dtype(model))
+                desc=f"safety {r.method} (LoRA on frozen VL adapter)", loss_fn=st.loss_fn,
+                pixel_dtype=st.pixel_dtype)
     record = run_record(res, data)
 
     def write(tmp: Path) -> None:
