@@ -245,3 +245,22 @@ def test_cli_errors_name_what_is_missing(tiny_bases, tmp_path, capsys):
     assert "--lm ID --vision ID" in capsys.readouterr().err
     assert main(["plan", recipe, "--gpu-memory", "lots"]) == 2
     assert "--gpu-memory 'lots'" in capsys.readouterr().err
+
+
+def test_a_cpu_that_emulates_bf16_is_told_how_long_the_plan_will_take(monkeypatch, capsys):
+    """The planner's steps run under bf16 autocast; an AVX2-only CPU emulates bf16 (measured here
+    ~20-60x slower than fp32) and a 7B plan takes hours: the user is told before it starts."""
+    from lora_vl.plan import cli as plan_cli
+
+    a = plan_cli.parser().parse_args(["recipes/paper/adapt_llama2_chat_7b.yaml"])
+    shape, w, _ = plan_cli.from_recipe(a.recipe, a.overrides, a)
+    ratio, rate = plan_cli.bf16_slowdown(64)
+    assert ratio > 0 and rate > 0
+    monkeypatch.setattr(plan_cli, "bf16_slowdown", lambda: (20.0, 1e9))
+    plan_cli.warn_slow_bf16(shape, w, [1, 2, 4], 1)
+    flops = plan_cli.train_flops(shape, "stage2", 1, w.length, w.lora.r, 0, True) * 7 / shape.layers * 2
+    err = capsys.readouterr().err
+    assert "emulates bf16" in err and f"about {flops / 1e9 / 60:.0f} min" in err
+    monkeypatch.setattr(plan_cli, "bf16_slowdown", lambda: (0.8, 1e11))  # native bf16: nothing to say
+    plan_cli.warn_slow_bf16(shape, w, [1, 2, 4], 1)
+    assert capsys.readouterr().err == ""

@@ -22,6 +22,8 @@ from lora_vl.toy.scale import SCALES
 from lora_vl.train.config import LoraSettings
 from real_lm import real_lm  # noqa: F401  (session fixture)
 
+pytestmark = pytest.mark.slow  # every stage on a 30-layer LM: ~2 min on 2 cores
+
 REPO = Path(__file__).resolve().parent.parent
 HELDOUT = Path(__file__).parent / "fixtures" / "real" / "heldout.txt"
 # 4-bit NF4 (double quant) of the converted weights vs the same weights in 16-bit: measured ratio

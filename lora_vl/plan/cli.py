@@ -12,7 +12,8 @@ category predicts the full depth; data bytes scale with micro-batch × length. T
 step needs, the largest micro-batch per length that fits, and the step time are PREDICTIONS
 with their assumptions printed. `--measure` runs the real full-size step on the GPU and prints
 predicted vs measured (`torch.cuda.max_memory_allocated`). A 7B plan takes minutes on 2 CPU
-cores and a few GiB of RAM (docs/benchmarks.md, "Memory planner").
+cores with native bf16 (AVX512-BF16, AMX) and a few GiB of RAM (docs/benchmarks.md, "Memory
+planner"); where the CPU emulates bf16 it takes hours, and the planner says so before it starts.
 
 Evaluation: `--eval` plans batched generation (with the KV cache) of the recipe's model and
 adapters, or give an evaluation suite (eval/paper.yaml) with --lm and --vision.
@@ -23,6 +24,7 @@ import argparse
 import dataclasses
 import re
 import sys
+import time
 
 import torch
 
@@ -88,6 +90,8 @@ def plan(args) -> dict:
     if w.kind == "eval" and w.new_tokens < 3:
         raise InputError(f"--new-tokens {w.new_tokens}: plan at least 3")
     per_sample = 2 if w.kind == "dpo" else 1
+    if device.type == "cpu" and w.kind != "eval":
+        warn_slow_bf16(shape, w, layers, args.measure_batch * per_sample)
     runs, cache = [], {}
     with quiet_warnings():
         for n in layers:
@@ -134,6 +138,36 @@ def plan(args) -> dict:
     if args.measure:
         out["measure"] = measure_full(shape, w, args, pred)
     return out
+
+
+def bf16_slowdown(n: int = 512) -> tuple[float, float]:
+    """(bf16 matmul time / fp32 matmul time, bf16 FLOP/s) measured here: CPUs without native bf16
+    emulate it, and the planner's steps run under bf16 autocast as on a GPU."""
+    def seconds(dtype) -> float:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        t0 = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        return (time.perf_counter() - t0) / 3
+
+    bf16 = seconds(torch.bfloat16)
+    return bf16 / seconds(torch.float32), 2 * n ** 3 / bf16
+
+
+def warn_slow_bf16(shape, w, layers: list[int], rows: int) -> None:
+    """Say how long the measured steps will take where bf16 is emulated (e.g. AVX2-only CPUs,
+    where a 7B plan takes hours instead of minutes)."""
+    ratio, rate = bf16_slowdown()
+    if ratio < 3:  # native bf16 (AVX512-BF16, AMX) runs at or above fp32 speed
+        return
+    accum = w.optim.global_batch_size // w.optim.micro_batch_size
+    full = train_flops(shape, w.kind, rows, w.length, w.lora.r if w.lora else 0, sum(f.r for f in w.frozen),
+                       w.gradient_checkpointing)
+    flops = full * sum(layers) / shape.layers * min(accum, 2)  # the measured depths, 2 micro-batches with accumulation
+    print(f"  note: this CPU emulates bf16 (a bf16 matmul ran {ratio:.0f}x slower than fp32, {rate / 1e9:.1f} "
+          f"GFLOP/s): the measured steps need ~{flops:.2g} FLOP, about {flops / rate / 60:.0f} min here; "
+          "a CPU with AVX512-BF16 or AMX, or --device cuda, takes minutes", file=sys.stderr)
 
 
 def check_measure_device(args) -> None:
