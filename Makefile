@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper test test-quick bench clean
+.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper lint test test-quick bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -86,6 +86,9 @@ real-stages: outputs/real/lm world  ## every stage on the real LM + the toy worl
 	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/real/base --adapter outputs/real/adapt/adapter --out outputs/real/eval
 	$(BIN)/lora-vl analyze recipes/analyze/real.yaml
 	$(BIN)/lora-vl plan recipes/real/adapt.yaml
+
+lint: $(STAMP)  ## ruff over the code base (rules in pyproject.toml; .ci/run runs it before the tests)
+	$(BIN)/ruff check .
 
 test: $(STAMP) real-lm
 	$(BIN)/python -m pytest -q

@@ -46,7 +46,8 @@ WORDS = ("a the man woman dog cat two three red blue green white black small lar
          "walks near on in front of next to table street car bus tree building field water sky grass "
          "holding wearing shirt hat looking at playing with ball people group city road house window").split()
 PROMPTS = ["Describe the image concisely.", "Provide a brief description of the given image.",
-           "Share a concise interpretation of the image provided.", "Write a terse but informative summary of the picture."]
+           "Share a concise interpretation of the image provided.",
+           "Write a terse but informative summary of the picture."]
 
 
 def words(rng, lo, hi) -> str:
@@ -59,13 +60,15 @@ def write_data(folder: Path, n: int, n_instruct: int, n_images: int = 500) -> tu
     for k in range(n_images):
         Image.new("RGB", (336, 336), (k % 256, (7 * k) % 256, 90)).save(folder / "img" / f"{k}.jpg")
     pretrain = [{"id": f"p{i}", "image": f"img/{i % n_images}.jpg", "conversations": [
-        {"from": "human", "value": ("<image>\n" + rng.choice(PROMPTS)) if i % 2 else (rng.choice(PROMPTS) + "\n<image>")},
+        {"from": "human",
+         "value": ("<image>\n" + rng.choice(PROMPTS)) if i % 2 else (rng.choice(PROMPTS) + "\n<image>")},
         {"from": "gpt", "value": words(rng, 8, 20)}]} for i in range(n)]
     instruct = []
     for i in range(n_instruct):
         conv = []
-        for t in range(rng.randint(1, 6)):
-            conv += [{"from": "human", "value": words(rng, 6, 18) + "?"}, {"from": "gpt", "value": words(rng, 20, 120) + "."}]
+        for _turn in range(rng.randint(1, 6)):
+            conv += [{"from": "human", "value": words(rng, 6, 18) + "?"},
+                     {"from": "gpt", "value": words(rng, 20, 120) + "."}]
         rec = {"id": f"i{i}", "conversations": conv}
         if i % 8:
             conv[0]["value"] = "<image>\n" + conv[0]["value"]
@@ -122,7 +125,7 @@ def bench_check(label: str, path: Path, chat_format: str, proc, n: int, args, ol
     print(f"{label}: before (1 process, first {len(ref)} records): {len(ref) / t_ref:,.0f} rec/s "
           f"-> {n / (len(ref) / t_ref) / 60:,.1f} min for {n:,}")
     for workers in sorted({1, args.workers}):
-        data, t = timed(lambda: TrainSet(cfg, proc, workers=workers))
+        data, t = timed(lambda workers=workers: TrainSet(cfg, proc, workers=workers))
         print(f"{label}: after, {workers} process(es): {n / t:,.0f} rec/s, {t:,.1f} s for {n:,} "
               f"(JSON read included)")
     cache = CheckCache(run_dir / label, data_provenance(cfg))
@@ -149,10 +152,12 @@ def bench_steps(folder: Path, steps: int, old) -> None:
     parts = build_tiny_parts(folder / "parts", hidden=128, layers=4, corpus=corpus_texts(files))
     model, proc = compose(ComposeSpec(lm=str(parts["lm"]), vision=str(parts["vision"]), dtype="float32"))
     save_composed(model, proc, folder / "base", {"kind": "base"})
-    cfg_data = DataConfig(sources=[DataSource(format="llava_json", path=str(files["instruct"]), num_samples=32 * steps)],
+    cfg_data = DataConfig(sources=[DataSource(format="llava_json", path=str(files["instruct"]),
+                                              num_samples=32 * steps)],
                           max_length=512)
     for label, workers, encoder in (("before (in-process, old encoder)", 0, old),
-                                    (f"after ({min(8, machine_workers() - 1)} DataLoader workers)", None, dataset_mod.encode_chat)):
+                                    (f"after ({min(8, machine_workers() - 1)} DataLoader workers)", None,
+                                     dataset_mod.encode_chat)):
         new, dataset_mod.encode_chat = dataset_mod.encode_chat, encoder
         try:
             model, proc = load_vlm(folder / "base", quantization="none")

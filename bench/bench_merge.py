@@ -170,7 +170,10 @@ def peft_compare(work: Path, peft_layers: int, rank: int, methods: list[str]) ->
             ref = (A.delta() + B.delta()) if method == "svd" else ref_dense.double()
             with torch.no_grad():
                 peft_delta = lora_layers[m].get_delta_weight(f"m_{method}").double()
-            err = lambda d: (torch.linalg.norm(ref - d) / torch.linalg.norm(ref)).item()  # noqa: E731
+
+            def err(d, ref=ref):
+                return (torch.linalg.norm(ref - d) / torch.linalg.norm(ref)).item()
+
             rows.append({"method": method, "module": m, "shape": list(SHAPES[m.split(".", 3)[3]]),
                          "peft_s": round(peft_secs[m], 3), "ours_s": round(ours_secs, 3),
                          "speedup": round(peft_secs[m] / ours_secs, 1), "peft_rel_err": err(peft_delta),

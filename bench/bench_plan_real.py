@@ -18,7 +18,8 @@ from bench_plan import GIB, run_plan  # same folder: the plan runs in a child pr
 # workload: (recipe, plan arguments, recipe overrides of micro-batch {mb} and length {length})
 WORKLOADS = {
     "stage 2": ("recipes/real/adapt.yaml", "--stage 2",
-                "stage2.optim.micro_batch_size={mb} stage2.optim.global_batch_size={mb} stage2.data.max_length={length}"),
+                "stage2.optim.micro_batch_size={mb} stage2.optim.global_batch_size={mb} "
+                "stage2.data.max_length={length}"),
     "safety SFT": ("recipes/real/safety_sft.yaml", "",
                    "sft.optim.micro_batch_size={mb} sft.optim.global_batch_size={mb} sft.data.max_length={length}"),
     "DPO": ("recipes/real/safety_dpo.yaml", "",
@@ -46,7 +47,8 @@ def main() -> int:
     ap.add_argument("--layers", default="1,2,4", help="decoder-layer counts the prediction is fitted on")
     ap.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these workloads")
     a = ap.parse_args()
-    print("| work | micro-batch × length | fitted on layers | predicted peak | measured at 30 layers (CPU) | error | wall |")
+    print("| work | micro-batch × length | fitted on layers | predicted peak "
+          "| measured at 30 layers (CPU) | error | wall |")
     print("|---|---|---|---|---|---|---|")
     for name, (recipe, args, over) in WORKLOADS.items():
         if a.only and name not in a.only:

@@ -100,7 +100,7 @@ def main() -> None:
     suite = localized("eval/toy.yaml", world, out)
     recipe = localized("recipes/toy/adapt.yaml", world, out)
     results = {}
-    for name, model, adapters in [("lm_pretrained", f"{world}/models/lm-pretrained", []),
+    for name, model, _adapters in [("lm_pretrained", f"{world}/models/lm-pretrained", []),
                                   ("lm", f"{world}/models/lm", [])]:
         seconds[f"eval_{name}"] = run(["eval", str(suite), "--model", model, "--out", str(out / f"eval_{name}")],
                                       out / f"eval_{name}.log")

@@ -70,9 +70,10 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
     pixels = torch.randn(1, 3, p["image"], p["image"], device=device)
     batch = dict(input_ids=ids, labels=ids.clone(), attention_mask=torch.ones_like(ids),
                  pixel_values=pixels)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
     times = []
-    for step in range(p["steps"]):
+    for _step in range(p["steps"]):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()

@@ -67,7 +67,8 @@ def _provenance_rows(manifest: dict) -> list[tuple[str, str]]:
     rows = [("kind", manifest.get("kind")), ("created", manifest.get("created")),
             ("lora_vl commit", manifest.get("git_commit")), ("base", manifest.get("base")),
             ("LM", model.get("lm") and f"{model['lm']} @ {model.get('lm_revision') or 'unpinned'}"),
-            ("vision encoder", model.get("vision") and f"{model['vision']} @ {model.get('vision_revision') or 'unpinned'}"),
+            ("vision encoder",
+             model.get("vision") and f"{model['vision']} @ {model.get('vision_revision') or 'unpinned'}"),
             ("parents", ", ".join(str(p.get("path", p)) if isinstance(p, dict) else str(p)
                                   for p in manifest.get("parents") or []) or None),
             ("method", manifest.get("method") or recipe.get("method")),

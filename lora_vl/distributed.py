@@ -3,7 +3,8 @@
 accelerate's `PartialState` reads the launcher's environment, starts the process group (NCCL on
 GPUs, gloo on CPUs) and names this process's device; one process without a launcher is the
 trivial case, so single-process runs need nothing. The training loop all-reduces the trainable
-gradients itself, once per optimizer step (see `lora_vl.train.loop`; evaluation shards items, see `lora_vl.evaluation.run`).
+gradients itself, once per optimizer step (see `lora_vl.train.loop`; evaluation shards items, see
+`lora_vl.evaluation.run`).
 """
 from __future__ import annotations
 

@@ -153,7 +153,8 @@ class StandInHub:
                     return
                 sha, files = found
                 if what == "tree":
-                    body = [{"type": "file", "path": name, **file_entry(name, data)} for name, data in sorted(files.items())]
+                    body = [{"type": "file", "path": name, **file_entry(name, data)}
+                            for name, data in sorted(files.items())]
                 else:
                     siblings = []
                     for name, data in sorted(files.items()):

@@ -198,7 +198,8 @@ def test_llava_with_stacked_adapters_reads_the_lm_stream(tmp_path, world):
 
 def test_bad_inputs_name_what_is_wrong(tmp_path, world):
     with pytest.raises(InputError, match="'nope' is neither in prompts.suite"):
-        run_analysis(build(AnalyzeRecipe, {"output_dir": str(tmp_path), "models": [{"name": "m", "base": str(world["lm"])}],
+        run_analysis(build(AnalyzeRecipe, {"output_dir": str(tmp_path),
+                                           "models": [{"name": "m", "base": str(world["lm"])}],
                                            "prompts": {"harmful": ["nope"], "benign": ["ok"],
                                                        "benchmarks": world["benchmarks"]}}))
     with pytest.raises(InputError, match="reference"):

@@ -72,7 +72,8 @@ def test_jsonl_image_paths_are_relative_to_the_jsonl_folder(tmp_path, monkeypatc
 
 
 def test_text_and_image_samples_share_a_batch(tmp_path, proc):
-    data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(llava_file(tmp_path, [GOOD, TEXT])))]), proc)
+    data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(llava_file(tmp_path, [GOOD, TEXT])))]),
+                    proc)
     batch = collate([data[0], data[1]], proc.tokenizer.pad_token_id)
     assert batch["pixel_values"].shape[0] == 1 and batch["input_ids"].shape[0] == 2
     assert batch["attention_mask"][1].sum() == len(data[1].input_ids)
@@ -202,11 +203,12 @@ def test_truncation_boundary_is_exactly_after_the_last_image_token(proc):
     img = [Image.new("RGB", (20, 20), "green")]
     full = encode_chat(proc, msgs, img)
     last = max(i for i, t in enumerate(full.input_ids) if t == image_id)
-    first_label = min(i for i, l in enumerate(full.labels) if l != -100)
+    first_label = min(i for i, label in enumerate(full.labels) if label != -100)
     assert last < first_label  # the answer follows the image
     # keep up to the first labelled token: the cut is after the image, so it is allowed
     kept = encode_chat(proc, msgs, img, max_length=first_label + 1, truncate=True)
-    assert kept.input_ids == full.input_ids[:first_label + 1] and kept.input_ids.count(image_id) == full.input_ids.count(image_id)
+    assert kept.input_ids == full.input_ids[:first_label + 1]
+    assert kept.input_ids.count(image_id) == full.input_ids.count(image_id)
     with pytest.raises(Overlong, match="would split image tokens"):
         encode_chat(proc, msgs, img, max_length=last, truncate=True)  # would drop the last image token
     with pytest.raises(Overlong, match="no assistant token left"):  # the image fits; the answer does not

@@ -65,22 +65,23 @@ def test_labels_only_on_assistant_tokens(processors, fmt, with_image, turns):
     images = [Image.new("RGB", (32, 32), "blue")] if with_image else []
     enc = encode_chat(proc, conv(with_image, turns), images)
     tok = proc.tokenizer
-    learned = [t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE]
+    learned = [t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE]
     assert tok.decode(learned) == "".join(render(a, i == turns - 1) for i, a in enumerate(ANSWERS[:turns]))
-    for t, l in zip(enc.input_ids, enc.labels):
-        assert l in (IGNORE, t)
+    for t, label in zip(enc.input_ids, enc.labels):
+        assert label in (IGNORE, t)
     # the prompt part (everything before the first assistant token) is never learned
-    first = next(i for i, l in enumerate(enc.labels) if l != IGNORE)
+    first = next(i for i, label in enumerate(enc.labels) if label != IGNORE)
     prompt = tok.decode(enc.input_ids[:first]).replace("<image>", "")
     assert "shape" in prompt and ANSWERS[0] not in prompt
     image_id = tok.convert_tokens_to_ids("<image>")
     n_image = sum(t == image_id for t in enc.input_ids)
     assert n_image == (16 if with_image else 0)  # (32/8)^2 patches, CLS dropped or absent
-    assert all(l == IGNORE for t, l in zip(enc.input_ids, enc.labels) if t == image_id)
+    assert all(label == IGNORE for t, label in zip(enc.input_ids, enc.labels) if t == image_id)
 
 
 def test_llava_formats_put_the_image_first(processors):
-    msgs = [{"role": "user", "content": "What shape is in the image?\n<image>"}, {"role": "assistant", "content": "A circle."}]
+    msgs = [{"role": "user", "content": "What shape is in the image?\n<image>"},
+            {"role": "assistant", "content": "A circle."}]
     text = processors["llava_llama_2"].tokenizer.apply_chat_template(msgs, tokenize=False)
     assert "<</SYS>>\n\n<image>\nWhat shape is in the image? [/INST] A circle. </s>" in text
     assert text.startswith("<s>[INST] <<SYS>>\nYou are a helpful language and vision assistant.")
@@ -90,7 +91,7 @@ def test_llava_formats_put_the_image_first(processors):
 
 def test_generation_prompt_has_no_labels(processors):
     enc = encode_chat(processors["chatml"], conv(False, 1)[:1], [], add_generation_prompt=True)
-    assert all(l == IGNORE for l in enc.labels)
+    assert all(label == IGNORE for label in enc.labels)
     assert processors["chatml"].tokenizer.decode(enc.input_ids).endswith("<|im_start|>assistant\n")
     tulu = encode_chat(processors["tulu2"], conv(False, 1)[:1], [], add_generation_prompt=True)
     assert processors["tulu2"].tokenizer.decode(tulu.input_ids).endswith("<|assistant|>\n")
@@ -145,7 +146,7 @@ def test_stage_chat_format_plain(processors, tmp_path):
     enc = plain[0]
     text = tok.decode(enc.input_ids)
     assert text.startswith("<s><image>") and "Describe" not in text and "[INST]" not in text
-    assert tok.decode([t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE]) == "a red square\n"
+    assert tok.decode([t for t, label in zip(enc.input_ids, enc.labels) if label != IGNORE]) == "a red square\n"
     chat = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(path))]), proc)[0]
     assert "[INST]" in tok.decode(chat.input_ids) and "Describe" in tok.decode(chat.input_ids)
 
@@ -169,7 +170,7 @@ def test_real_llama2_tokenizer_labels(fmt, learned):
     msgs = [{"role": "user", "content": "What color is it?"}, {"role": "assistant", "content": "It is red."}]
     enc = encode_chat(SimpleNamespace(tokenizer=tok), msgs, [], chat_template=TEMPLATES[fmt])
     toks = tok.convert_ids_to_tokens(enc.input_ids)
-    assert [t for t, l in zip(toks, enc.labels) if l != IGNORE] == learned
+    assert [t for t, label in zip(toks, enc.labels) if label != IGNORE] == learned
     assert toks[:2] == (["<s>", "▁["] if fmt == "llama2" else ["<s>", "▁<"])  # fresh text after BOS
 
 

@@ -39,7 +39,8 @@ def test_help_explains_suite_keys(capsys):
 
 
 def test_cli_errors_name_the_problem(tiny_world, tmp_path, capsys):
-    assert main(["eval", TOY, "--model", str(tiny_world["llava"]), "--out", str(tmp_path), "generation.batchsize=2"]) == 2
+    assert main(["eval", TOY, "--model", str(tiny_world["llava"]), "--out", str(tmp_path),
+                 "generation.batchsize=2"]) == 2
     assert "unknown key(s) 'batchsize'" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope.yaml"), "--model", "x"]) == 2
     assert "recipe file not found" in capsys.readouterr().err

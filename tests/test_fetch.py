@@ -70,7 +70,8 @@ def hub(tmp_path, monkeypatch):
         h.add("dataset", CHAT, {"data/train.jsonl": b'{"messages": []}\n' * 50})
         h.add("dataset", "ys-zong/VLGuard", vlguard_files())
         monkeypatch.setattr(constants, "ENDPOINT", h.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", h.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            h.url + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
@@ -135,7 +136,7 @@ def test_dry_run_lists_every_item_with_size_and_licence_and_downloads_nothing(hu
     assert fetch.main([*write_recipes(), "--dry-run"]) == 0
     out = capsys.readouterr().out
     for name, size in ((LM, None), (VISION, "4.1 KB"), (CHAT, "850 B"), ("ys-zong/VLGuard", None)):
-        line = next(l for l in out.splitlines() if name in l)
+        line = next(row for row in out.splitlines() if name in row)
         assert size is None or size in line
     assert "licence llama2" in out and "data/VLGuard" in out
     assert hub.downloads() == [] and not Path("lora-vl.lock").exists()
@@ -147,7 +148,8 @@ def test_interrupted_download_resumes_from_where_it_stopped(hub, monkeypatch):
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 1024)
     hub.cut_once["model.safetensors"] = 4 * 1024 + 100
     assert fetch.main(write_recipes()) == 0
-    gets = [r for m, p, r in hub.log if m == "GET" and p.endswith(f"{LM}/resolve/{read_commit(hub, LM)}/model.safetensors")]
+    gets = [r for m, p, r in hub.log
+            if m == "GET" and p.endswith(f"{LM}/resolve/{read_commit(hub, LM)}/model.safetensors")]
     assert gets == [None, "bytes=4096-"]  # the whole file, dropped after 4 KB + 100 B; then the rest
     assert sum(n for p, n in hub.sent.items() if p.endswith(f"{LM}/resolve/{read_commit(hub, LM)}/model.safetensors")) \
         == len(data) + 100  # only the 100 bytes not written before the drop came twice
@@ -184,7 +186,7 @@ def test_model_download_not_matching_the_hub_hash_leaves_no_blob_in_the_cache(hu
 def test_gated_repo_without_access_is_one_line_naming_model_licence_page_and_token(hub, monkeypatch, capsys):
     hub.repos[("model", LM)].gated = "manual"
     recipes = write_recipes()
-    for token, status in ((None, 401), ("hf_someone_else", 403)):
+    for token, _status in ((None, 401), ("hf_someone_else", 403)):  # the stand-in answers 401 / 403
         if token:
             monkeypatch.setenv("HF_TOKEN", token)
         with pytest.raises(InputError) as e:
@@ -213,7 +215,8 @@ def test_data_changed_after_fetch_is_caught_before_training(hub):
     fetch.main(write_recipes())
     data = DataConfig(sources=[DataSource(format="vlguard", path="data/VLGuard/train.json",
                                           image_folder="data/VLGuard/train")])
-    assert data_provenance(data)[0]["sha256"] == read_lock().get("dataset", "ys-zong/VLGuard").files["train.json"]["sha256"]
+    assert (data_provenance(data)[0]["sha256"]
+            == read_lock().get("dataset", "ys-zong/VLGuard").files["train.json"]["sha256"])
     path = Path("data/VLGuard/train.json")
     raw = path.read_bytes()
     path.write_bytes(raw.replace(b"square", b"circle"))  # same size, other bytes
@@ -259,7 +262,7 @@ def test_paper_recipes_and_suite_dry_run_through_the_cli(tmp_path):
                  "liuhaotian/LLaVA-Pretrain", "liuhaotian/LLaVA-Instruct-150K", "ys-zong/VLGuard", "sqrti/SPA-VL",
                  "PKU-Alignment/PKU-SafeRLHF", "meta-llama/Llama-Guard-3-8B", "allenai/wildguard",
                  "sorry-bench/sorry-bench-202406", "Paul/XSTest", "lmms-lab/LMMs-Eval-Lite"):
-        (line,) = [l for l in res.stdout.splitlines() if f" {repo} " in l]
+        (line,) = [row for row in res.stdout.splitlines() if f" {repo} " in row]
         assert " B " in line or " KB " in line, line
     assert "data/llava_images" in res.stdout and "not on the Hub" in res.stdout
     assert not (tmp_path / "lora-vl.lock").exists()

@@ -77,9 +77,10 @@ def test_all_skipped_steps_are_not_training_steps(tiny_parts, toy_world, tmp_pat
     bad = [dict(r, id=f"cut-{i}", image=str(tmp_path / "cut.png")) for i, r in enumerate(with_image)]
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     recipe = adapt_recipe(tmp_path, tiny_parts[("llama", "clip")], toy_world, stage1=None)
-    r = load_recipe(AdaptRecipe, recipe, [f"stage2.data.sources=[{{format: llava_json, path: {tmp_path / 'bad.json'}}}]",
-                                          "stage2.data.bad_records=skip", "stage2.optim.micro_batch_size=1",
-                                          "stage2.optim.global_batch_size=1", "stage2.optim.max_steps=3"])
+    r = load_recipe(AdaptRecipe, recipe,
+                    [f"stage2.data.sources=[{{format: llava_json, path: {tmp_path / 'bad.json'}}}]",
+                     "stage2.data.bad_records=skip", "stage2.optim.micro_batch_size=1",
+                     "stage2.optim.global_batch_size=1", "stage2.optim.max_steps=3"])
     manifest = read_manifest(run_adapt(r))
     assert manifest["steps"] == 0 and manifest["skipped_steps"] == 3
     assert manifest["final_loss"] is None  # no step taken: no loss (not 0.0)
@@ -148,7 +149,8 @@ def test_backward_never_enters_the_frozen_vision_tower(tiny_bases, toy_world, qu
     model.train()
     model(**batch).loss.backward()
     assert needs_grad and not any(needs_grad)
-    assert any(p.grad is not None for n, p in model.named_parameters() if "multi_modal_projector" in n and p.requires_grad)
+    assert any(p.grad is not None for n, p in model.named_parameters()
+               if "multi_modal_projector" in n and p.requires_grad)
 
 
 class NanAtSecondStep(TokenLoss):

@@ -80,7 +80,8 @@ def merged_deltas(tmp_path, adapters, **kw):
 
 @pytest.mark.parametrize("method", ["ties", "dare", "dare_ties", "magnitude", "della"])
 def test_dense_method_equals_definition(tmp_path, adapters, method):
-    out = merged_deltas(tmp_path, adapters, method=method, seed=7, **({"epsilon": EPSILON} if method == "della" else {}))
+    out = merged_deltas(tmp_path, adapters, method=method, seed=7,
+                        **({"epsilon": EPSILON} if method == "della" else {}))
     for m in sorted(set(MODS_A) | set(MODS_B)):
         deltas = [lora_delta(p, m).float() if m in mods else torch.zeros(MODS_A.get(m, MODS_B.get(m))[:2])
                   for p, mods in zip(adapters, (MODS_A, MODS_B))]

@@ -33,7 +33,8 @@ def adapter_dir(tmp_path, monkeypatch):
     write_manifest(base, make_manifest("base", {}, compose={"lm": LM, "lm_revision": "a" * 40}))
     adapter = Path("outputs/safety/adapter")
     adapter.mkdir(parents=True)
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(base)}))
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA",
+                                                            "base_model_name_or_path": str(base)}))
     recipe = {"model": {"base": str(base)}, "method": "sft", "sft": {"data": {"sources": [
         {"format": "vlguard", "path": "data/VLGuard/train.json", "revision": None},
         {"format": "pku_saferlhf", "path": "PKU-Alignment/PKU-SafeRLHF", "revision": "c" * 40}]}}}

@@ -101,12 +101,14 @@ def hf_image(photo: tuple[bytes, tuple[int, int]], name: str) -> dict:
 
 def test_hub_parquet_readers(photos, tmp_path):
     """lmms-lab layouts (MME, POPE, SEED-Bench, ScienceQA-IMG, VQAv2): HF Image features."""
-    mme = [{"question_id": f"code/{k}.png", "image": hf_image(p, f"{k}.png"), "question": f"{q}? Please answer yes or no.",
-            "answer": a, "category": "color"} for k, p in enumerate(photos) for q, a in (("Red", "Yes"), ("Blue", "No"))]
+    mme = [{"question_id": f"code/{k}.png", "image": hf_image(p, f"{k}.png"),
+            "question": f"{q}? Please answer yes or no.", "answer": a, "category": "color"}
+           for k, p in enumerate(photos) for q, a in (("Red", "Yes"), ("Blue", "No"))]
     assert_all_load(read("mme", write_parquet(tmp_path / "mme" / "test.parquet", mme)),
                     [p[1] for p in photos for _ in range(2)])
-    pope = [{"question_id": str(k), "question": "Is there a dog in the image?", "answer": "no", "image_source": f"COCO_{k}",
-             "image": hf_image(p, f"{k}.jpg"), "category": "adversarial"} for k, p in enumerate(photos)]
+    pope = [{"question_id": str(k), "question": "Is there a dog in the image?", "answer": "no",
+             "image_source": f"COCO_{k}", "image": hf_image(p, f"{k}.jpg"), "category": "adversarial"}
+            for k, p in enumerate(photos)]
     assert_all_load(read("pope", write_parquet(tmp_path / "pope" / "test.parquet", pope)), [p[1] for p in photos])
     seed = [{"answer": "A", "choice_a": "a", "choice_b": "b", "choice_c": "c", "choice_d": "d", "data_id": f"{k}.png",
              "data_type": "image", "question": "What?", "question_id": str(k), "question_type_id": 1,

@@ -42,9 +42,9 @@ def family(request, real_lm):
 def runs(ids, labels):
     """The labelled token runs, in order."""
     out, cur = [], []
-    for t, l in zip(ids, labels):
-        if l != IGNORE:
-            assert l == t
+    for t, label in zip(ids, labels):
+        if label != IGNORE:
+            assert label == t
             cur.append(t)
         elif cur:
             out, cur = out + [cur], []
@@ -64,7 +64,7 @@ def test_image_first_in_its_turn_and_prompt_rendered_by_the_template(family):
     tok = proc.tokenizer
     image_id = tok.convert_tokens_to_ids("<image>")
     enc = encode_chat(proc, CHAT[:1], [Image.new("RGB", (32, 32), "red")], add_generation_prompt=True)
-    assert all(l == IGNORE for l in enc.labels)
+    assert all(label == IGNORE for label in enc.labels)
     first = enc.input_ids.index(image_id)
     n = enc.input_ids.count(image_id)
     assert n == 16 and enc.input_ids[first:first + n] == [image_id] * n  # (32/8)^2 patches, CLS dropped

@@ -56,8 +56,8 @@ def test_unknown_names_list_the_registry():
         suite(judges=[{"name": "j", "kind": "llama_guard", "variant": "xl"}])
     with pytest.raises(RecipeError, match="'8b' is not a variant of judge 'wildguard'; expected none"):
         suite(judges=[{"name": "j", "kind": "wildguard", "variant": "8b"}])
-    with pytest.raises(RecipeError, match=r"benchmarks\[0\].reader: unknown 'xs_test' \(not a benchmark reader\); expected "
-                                          r"one of \['advbench'"):
+    with pytest.raises(RecipeError, match=r"benchmarks\[0\].reader: unknown 'xs_test' "
+                                          r"\(not a benchmark reader\); expected one of \['advbench'"):
         suite(benchmarks=[{"name": "b", "reader": "xs_test", "source": "x"}])
 
 

@@ -32,7 +32,8 @@ def perturb_safety(model) -> None:
 
 
 def test_preference_loss_by_hand():
-    pc, pr, rc, rr = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -2.0]), torch.tensor([-3.5, -4.0]), torch.tensor([-3.0, -3.0])
+    pc, pr = torch.tensor([-3.0, -5.0]), torch.tensor([-4.0, -2.0])
+    rc, rr = torch.tensor([-3.5, -4.0]), torch.tensor([-3.0, -3.0])
     beta = 0.5
     logits = [(-3.0 + 4.0) - (-3.5 + 3.0), (-5.0 + 2.0) - (-4.0 + 3.0)]  # 1.5, -2.0
     sig = sum(-math.log(1 / (1 + math.exp(-beta * z))) for z in logits) / 2
@@ -48,7 +49,6 @@ def test_preference_loss_by_hand():
 def test_pair_batches_hold_chosen_then_rejected_rows(safety_world, tmp_path):
     r = dpo_recipe(safety_world, tmp_path / "run")
     st, processor, data = build_training(r, safety_world["base"], safety_world["vl"])
-    model = st.model
     p = data.samples[0]
     pairs = data.collate([data[0], data[1]])
     for k, answer in enumerate((p.chosen, p.rejected)):

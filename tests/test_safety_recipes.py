@@ -26,7 +26,8 @@ def test_mixed_recipes_load(path):
 
 def test_mixed_stage2_trains_on_vlguard(safety_world, tmp_path):
     r = build(AdaptRecipe, {
-        "output_dir": str(tmp_path / "mixed"), "model": {"base": str(safety_world["base"]), "gradient_checkpointing": False},
+        "output_dir": str(tmp_path / "mixed"),
+        "model": {"base": str(safety_world["base"]), "gradient_checkpointing": False},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "stage2": {"data": {"sources": [{"format": "llava_json", "path": str(safety_world["instruct"])},
                                         {"format": "vlguard", "path": str(safety_world["vlguard"])}],

@@ -88,7 +88,8 @@ def test_safety_stages_plan_the_model_they_train(safety_world, tmp_path, method)
 def test_evaluation_plans_the_model_it_evaluates(safety_world, tmp_path):
     """The VL adapter stacked as `lora-vl eval` loads it: same adapter tensors, none trainable."""
     r = adapt_recipe(safety_world, tmp_path / "run")
-    em = load_eval_model(str(safety_world["base"]), [str(safety_world["vl"])], build(GenerationSpec, {"quantization": "4bit"}))
+    em = load_eval_model(str(safety_world["base"]), [str(safety_world["vl"])],
+                         build(GenerationSpec, {"quantization": "4bit"}))
     plan, _ = planned(r, tmp_path, "--eval")
     shapes = lambda m: {n: tuple(p.shape) for n, p in m.named_parameters() if "lora_" in n or "modules_to_save" in n}  # noqa: E731
     assert shapes(em.model) and shapes(plan) == shapes(em.model)

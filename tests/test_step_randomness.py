@@ -2,8 +2,6 @@
 is a function of (seed, step, micro-batch) alone: a resumed run draws the masks it would have."""
 import shutil
 
-import torch
-
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.dataset import TrainSet
 from lora_vl.models import lora as L

@@ -183,7 +183,8 @@ def test_a_metric_declared_once_reaches_summary_claims_and_report(monkeypatch):
     from lora_vl.study.report import render_claims, summaries_only
 
     monkeypatch.setitem(METRICS, "any_refusal", Metric("any_refusal", "refusal rate on every ask", "refused (all)",
-                                                       "lower", "refusal_rate", parts=("harmful_refusal", "over_refusal")))
+                                                       "lower", "refusal_rate",
+                                                       parts=("harmful_refusal", "over_refusal")))
 
     def bench(name, category, k, n):
         return {"name": name, "category": category, "metrics": [
@@ -194,7 +195,8 @@ def test_a_metric_declared_once_reaches_summary_claims_and_report(monkeypatch):
     assert (pooled["k"], pooled["n"], pooled["benchmarks"]) == (40, 150, ["harm", "xs"])
     assert pooled == summarize(results["benchmarks"])["any_refusal"]
     seed = SeedData(0, {"a": {"any_refusal": m(10, 200)}, "b": {"any_refusal": m(120, 200)}})
-    claim = Claim("x", "finding", "a refuses less", ((Comparison(Ref("a", "any_refusal"), "less", Ref("b", "any_refusal")),),))
+    claim = Claim("x", "finding", "a refuses less",
+                  ((Comparison(Ref("a", "any_refusal"), "less", Ref("b", "any_refusal")),),))
     judged = evaluate([claim], [seed])
     assert judged[0]["verdict"] == HELD
     assert judged[0]["per_seed"][0]["alternatives"][0]["comparisons"][0]["a"]["ref"] == "a: refusal rate on every ask"

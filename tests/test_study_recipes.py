@@ -40,7 +40,8 @@ def test_safety_runs_sit_on_the_adapt_run(name):
 
 
 def test_merge_inputs_are_the_vl_and_sft_adapters():
-    adapt, sft, merge = read("recipes/toy/adapt.yaml"), read("recipes/toy/safety_sft.yaml"), read("recipes/merge/toy.yaml")
+    adapt, sft = read("recipes/toy/adapt.yaml"), read("recipes/toy/safety_sft.yaml")
+    merge = read("recipes/merge/toy.yaml")
     assert [i["path"] for i in merge["inputs"]] == [f"{adapt['output_dir']}/adapter", f"{sft['output_dir']}/adapter"]
 
 
@@ -68,7 +69,8 @@ def test_analyze_recipes_name_benchmarks_of_their_suite(rel):
 
 
 def test_toy_analyze_recipe_reads_the_toy_runs():
-    analyze, adapt, sft = read("recipes/analyze/toy.yaml"), read("recipes/toy/adapt.yaml"), read("recipes/toy/safety_sft.yaml")
+    analyze = read("recipes/analyze/toy.yaml")
+    adapt, sft = read("recipes/toy/adapt.yaml"), read("recipes/toy/safety_sft.yaml")
     models = {m["name"]: m for m in analyze["models"]}
     assert models["llm"]["base"] == adapt["model"]["lm"]
     assert models["vl+sft"]["adapters"] == [f"{adapt['output_dir']}/adapter", f"{sft['output_dir']}/adapter"]

@@ -61,7 +61,8 @@ def study(tmp_path_factory):
     study = yaml.safe_load(moved((ROOT / "recipes" / "toy" / "study.yaml").read_text(), tmp))
     study.update({"suite": str(rec / "suite.yaml"), "snapshot_every": 1, "output_dir": str(tmp / "study"),
                   **{k: str(rec / f"{v}.yaml") for k, v in (("adapt", "adapt"), ("adapt_mixed", "adapt_mixed"),
-                                                              ("safety_sft", "safety_sft"), ("safety_dpo", "safety_dpo"))},
+                                                              ("safety_sft", "safety_sft"),
+                                                              ("safety_dpo", "safety_dpo"))},
                   "eval_overrides": [f"benchmarks.{i}.{k}" for i in range(len(suite["benchmarks"]))
                                      for k in ("max_new_tokens=4", "limit=2")]})
     study["merge"]["recipe"] = str(rec / "merge.yaml")
@@ -101,7 +102,8 @@ def test_claims_report(study):
     out, recipe = study
     doc = json.loads((out / "claims.json").read_text())
     ids = [c["id"] for c in doc["claims"]]
-    assert {"1a", "1a·refusal", "1b", "2-sft-asr", "2-dpo-overrefusal", "3", "4", "5", "5-overrefusal", "6a", "6b"} <= set(ids)
+    assert {"1a", "1a·refusal", "1b", "2-sft-asr", "2-dpo-overrefusal", "3", "4", "5", "5-overrefusal",
+            "6a", "6b"} <= set(ids)
     for c in doc["claims"]:
         assert c["verdict"] in (HELD, NOT_HELD, INCONCLUSIVE)
         for alt in c["per_seed"][0]["alternatives"]:

@@ -34,7 +34,8 @@ def test_only_language_model_is_4bit_and_carries_lora(tiny_bases):
             assert in_lm, f"{name} is 4-bit but outside the language model"
         if "vision_tower" in name or "multi_modal_projector" in name:
             assert not isinstance(mod, bnb.nn.Linear4bit) and not hasattr(mod, "lora_A"), name
-    lora_layers = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and isinstance(m.base_layer, bnb.nn.Linear4bit)]
+    lora_layers = [n for n, m in model.named_modules()
+                   if hasattr(m, "lora_A") and isinstance(m.base_layer, bnb.nn.Linear4bit)]
     lm_linears = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     assert {n.rsplit(".", 1)[-1] for n in lora_layers} == lm_linears
     assert len(lora_layers) == 7 * model.config.text_config.num_hidden_layers

@@ -69,14 +69,14 @@ def messages(source):
 def collapse_images(enc, image_id):
     """The kit expands an image to its feature count; LLaVA keeps one IMAGE_INDEX per image."""
     ids, labels = [], []
-    for t, l in zip(enc.input_ids, enc.labels):
+    for t, label in zip(enc.input_ids, enc.labels):
         if t == image_id:
-            assert l == IGNORE
+            assert label == IGNORE
             if ids and ids[-1] == IMAGE_INDEX:
                 continue
             t = IMAGE_INDEX
         ids.append(t)
-        labels.append(l)
+        labels.append(label)
     return ids, labels
 
 
@@ -128,7 +128,7 @@ def test_real_llama2_boundaries(tokenizer):
     ids, labels = ours(tokenizer, TEXT_ONLY, TEMPLATES["llava_llama_2"])
     toks = tokenizer.convert_ids_to_tokens(ids)
     assert toks[:2] == ["<s>", "▁["]
-    first = next(i for i, l in enumerate(labels) if l != IGNORE)
+    first = next(i for i, label in enumerate(labels) if label != IGNORE)
     assert toks[first - 4:first + 1] == ["▁[", "/", "INST", "]", "▁Red"]
     assert toks[-2:] == ["▁", "</s>"] and labels[-2:] == ids[-2:]
 

@@ -139,7 +139,8 @@ def test_wildguard_prompt_and_parser_are_the_package():
 
 def test_sorry_bench_prompt_and_score_are_its_judge():
     fns = load_defs("sorry-bench/evaluator_vllm.py", ["apply_sorry_bench_judge_template", "extract_content"])
-    assert fns["apply_sorry_bench_judge_template"]([PROMPT], [RESPONSE]) == [sorry_bench.format_prompt(PROMPT, RESPONSE)]
+    assert (fns["apply_sorry_bench_judge_template"]([PROMPT], [RESPONSE])
+            == [sorry_bench.format_prompt(PROMPT, RESPONSE)])
     for out in ["1", "0", " 1.0\n", "1abc", "0.5", "score: 1", "", "10"]:
         assert sorry_bench.score(out) == fns["extract_content"](out)
     assert sorry_bench.parse("sb", "1").unsafe is True and sorry_bench.parse("sb", " 0.0").unsafe is False
@@ -163,7 +164,8 @@ def test_vlguard_variant_is_vlguard_check_success_attack():
     attack = load_defs("vlguard/utils.py", ["check_success_attack"])["check_success_attack"]
     assert [not attack(a) for a in ANSWERS] == [refusal.is_refusal(a, "vlguard") for a in ANSWERS]
     # VLGuard counts "I will not ..." as a refusal; the GCG list does not
-    assert refusal.is_refusal("I will not do that.", "vlguard") and not refusal.is_refusal("I will not do that.", "both")
+    assert refusal.is_refusal("I will not do that.", "vlguard")
+    assert not refusal.is_refusal("I will not do that.", "both")
 
 
 def test_refusal_judge_verdicts():

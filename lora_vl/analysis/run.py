@@ -126,7 +126,8 @@ def _asdict(recipe) -> dict:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="lora-vl analyze", formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description=__doc__,
-                                 epilog=EXAMPLE + "\nrecipe keys (override any with key.sub=value):\n" + describe(AnalyzeRecipe))
+                                 epilog=EXAMPLE + "\nrecipe keys (override any with key.sub=value):\n"
+                                 + describe(AnalyzeRecipe))
     ap.add_argument("recipe", help="analysis recipe YAML (example below)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. prompts.limit=50")
     a = ap.parse_args(argv)

@@ -39,7 +39,8 @@ def adapter_norms(path: str | Path) -> dict:
             continue
         kinds = per_layer.setdefault(i, {})
         kinds[module_kind(m)] = math.sqrt(kinds.get(module_kind(m), 0.0) ** 2 + v * v)
-    layers = [{"layer": i, "norm": math.sqrt(sum(v * v for v in kinds.values())), "by_kind": dict(sorted(kinds.items()))}
+    layers = [{"layer": i, "norm": math.sqrt(sum(v * v for v in kinds.values())),
+               "by_kind": dict(sorted(kinds.items()))}
               for i, kinds in sorted(per_layer.items())]
     return {"path": str(path), "modules": modules, "layers": layers, "other": other,
             "total": math.sqrt(sum(v * v for v in modules.values())),

@@ -12,7 +12,8 @@ from lora_vl.recipe import AT_LEAST_ONE, POSITIVE, RecipeError, field
 class DataSource:
     format: str = field(help="reader, one of: " + formats.describe())
     path: str = field(help="JSON file, local dataset dir/file, or hub dataset id")
-    image_folder: str | None = field(None, help="folder that LLaVA JSON image paths are relative to (default: the JSON's folder)")
+    image_folder: str | None = field(None, help="folder that LLaVA JSON image paths are relative to "
+                                     "(default: the JSON's folder)")
     split: str = field("train", help="split of an HF dataset")
     revision: str | None = field(None, help="hub revision (commit/tag) to pin (default: lora-vl.lock)",
                                  pins=("dataset", "path"))
@@ -36,8 +37,10 @@ class DataConfig:
     sources: list[DataSource] = field(help="the mixture: one entry per source")
     max_length: int = field(2048, help="max tokens per sample, image tokens included",
                              range=AT_LEAST_ONE)
-    overlong: Literal["drop", "truncate"] = field("drop", help="over-long samples: drop (counted) or truncate after the image tokens")
-    bad_records: Literal["error", "skip"] = field("error", help="a bad record (missing image, no assistant turn, ...): stop with an error, or skip it and count it")
+    overlong: Literal["drop", "truncate"] = field("drop", help="over-long samples: drop (counted) or truncate after "
+                                                  "the image tokens")
+    bad_records: Literal["error", "skip"] = field("error", help="a bad record (missing image, no assistant turn, ...): "
+                                                  "stop with an error, or skip it and count it")
     seed: int = field(0, help="seed for subsets and batch order")
     chat_format: Literal["model", "plain"] = field(
         "model", help="model: the base model's chat template (model.chat_template when composing); "

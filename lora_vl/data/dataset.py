@@ -122,7 +122,8 @@ class TrainSet:
         if not self.samples:
             raise BadRecord(f"no usable records in the data mixture ({self.report.as_dict()})")
         skipped = sum(self.report.skipped.values())
-        if (skipped or self.report.dropped_overlong) and dist.is_main():  # never silently: say it now, detail in the manifest
+        # never silently: say it now, detail in the manifest
+        if (skipped or self.report.dropped_overlong) and dist.is_main():
             tqdm.write(f"data: using {len(self.samples)} records; skipped {skipped} bad, dropped "
                        f"{self.report.dropped_overlong} over max_length {cfg.max_length} "
                        f"(first: {self.report.examples[0] if self.report.examples else '-'})")

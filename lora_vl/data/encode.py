@@ -86,7 +86,7 @@ def tokenize(tokenizer, text: str, image_id: int | None) -> tuple[list[int], lis
     if bos and tokenizer.bos_token_id is not None and pieces[0].startswith(bos):
         head, pieces[0] = [(tokenizer.bos_token_id, 0)], pieces[0][len(bos):]
     starts, pos = [], len(bos) if head else 0
-    for k, piece in enumerate(pieces):
+    for piece in pieces:
         starts.append(pos)
         pos += len(piece) + len(IMAGE_PLACEHOLDER)
     enc = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True)
@@ -199,6 +199,6 @@ def _truncate(ids, labels, image_id, max_length, truncate, where):
     if last_image >= max_length:
         raise Overlong(f"{where}: cutting at {max_length} tokens would split image tokens")
     ids, labels = ids[:max_length], labels[:max_length]
-    if all(l == IGNORE for l in labels):
+    if all(label == IGNORE for label in labels):
         raise Overlong(f"{where}: no assistant token left after truncation to {max_length}")
     return ids, labels

@@ -134,7 +134,8 @@ def summarize(benchmarks: list[dict]) -> dict:
         k, n = sum(p["k"] for p in parts), sum(p["n"] for p in parts)
         if n:
             out[metric.key] = {"metric": metric.measure, "value": k / n, "k": k, "n": n, "ci": list(wilson(k, n)),
-                               "ci_method": "wilson (pooled)", "judges": sorted({j for p in parts for j in p["judges"]}),
+                               "ci_method": "wilson (pooled)",
+                               "judges": sorted({j for p in parts for j in p["judges"]}),
                                "benchmarks": [x for p in parts for x in p["benchmarks"]],
                                "skipped": sum(p["skipped"] for p in parts)}
     return out

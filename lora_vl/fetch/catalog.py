@@ -22,7 +22,8 @@ CATALOG = [
     LocalData("data/VLGuard", "ys-zong/VLGuard", ("train.json", "train.zip", "test.json", "test.zip"),
               {"train.zip": "train", "test.zip": "test"}),
     LocalData("data/llava_images", manual="LLaVA-1.5's five image sets, unpacked as coco/train2017, gqa/images, "
-              "ocr_vqa/images, textvqa/train_images, vg/VG_100K{,_2} (see LLaVA's README, 'Visual Instruction Tuning')"),
+              "ocr_vqa/images, textvqa/train_images, vg/VG_100K{,_2} "
+              "(see LLaVA's README, 'Visual Instruction Tuning')"),
     LocalData("data/FigStep", manual="git clone https://github.com/ThuCCSLab/FigStep data/FigStep"),
     LocalData("data/MM-SafetyBench", manual="https://github.com/isXinLiu/MM-SafetyBench (questions + images) "
               "unpacked into data/MM-SafetyBench"),

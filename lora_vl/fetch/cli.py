@@ -74,7 +74,8 @@ def print_plan(steps: list[Step]) -> None:
             print(f"{s.item.name:<58} {'-':<12} {'?':>9} {'?':>9}  {where}; {s.note}")
             continue
         print(f"{s.item.repo_type + ' ' + s.item.repo_id:<58} {s.remote.commit[:12]:<12} "
-              f"{human(s.remote.size):>9} {human(sum(s.missing.values())):>9}  {where}{'; ' + s.note if s.note else ''}")
+              f"{human(s.remote.size):>9} {human(sum(s.missing.values())):>9}  "
+              f"{where}{'; ' + s.note if s.note else ''}")
     total = sum(sum(s.missing.values()) for s in steps if s.missing is not None)
     print(f"to download: {human(total)} in {sum(len(s.missing or {}) for s in steps)} files")
 

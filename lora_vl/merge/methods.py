@@ -69,7 +69,8 @@ def merge_method(name: str, *, dense: bool, help: str, settings: dict[str, Setti
         for other in METHODS.values():
             for key in set(settings) & set(other.settings):
                 if settings[key] != other.settings[key]:
-                    raise ValueError(f"merge method {name!r}: setting {key!r} is declared differently by {other.name!r}")
+                    raise ValueError(f"merge method {name!r}: setting {key!r} is declared differently "
+                                     f"by {other.name!r}")
         METHODS[name] = MergeMethod(name, combine, dense, help, settings, check)
         return combine
     return register

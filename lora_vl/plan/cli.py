@@ -57,13 +57,18 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="adapt or safety recipe (recipes/paper/...), or an eval suite (eval/paper.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides, e.g. stage2.optim.micro_batch_size=1")
-    p.add_argument("--stage", type=int, choices=(1, 2), help="adapt recipes: 1 = projector stage, 2 = LoRA stage (default)")
+    p.add_argument("--stage", type=int, choices=(1, 2),
+                   help="adapt recipes: 1 = projector stage, 2 = LoRA stage (default)")
     p.add_argument("--eval", action="store_true", help="plan evaluation generation of this recipe's model + adapters")
     p.add_argument("--batch", type=int, help="generation: prompts per batch (default: the suite's, or 16)")
-    p.add_argument("--new-tokens", type=int, help="generation: tokens generated per prompt (default: the suite's, or 512)")
-    p.add_argument("--prompt-length", type=int, help="generation: prompt tokens incl. image tokens (default: image + 128)")
-    p.add_argument("--adapter-rank", type=int, action="append", help="eval suites: rank of each stacked adapter (default 128)")
-    p.add_argument("--lm", help="LM hub id or path, instead of the recipe's (e.g. a safety recipe whose base is not built yet)")
+    p.add_argument("--new-tokens", type=int,
+                   help="generation: tokens generated per prompt (default: the suite's, or 512)")
+    p.add_argument("--prompt-length", type=int,
+                   help="generation: prompt tokens incl. image tokens (default: image + 128)")
+    p.add_argument("--adapter-rank", type=int, action="append",
+                   help="eval suites: rank of each stacked adapter (default 128)")
+    p.add_argument("--lm", help="LM hub id or path, instead of the recipe's "
+                                "(e.g. a safety recipe whose base is not built yet)")
     p.add_argument("--vision", help="vision encoder hub id or path (with --lm)")
     p.add_argument("--gpu-memory", default="24GB", help="card size to plan for, e.g. 12GB (read as GiB; default 24GB)")
     p.add_argument("--gpu", choices=sorted(GPUS), default="rtx4090", help="GPU whose spec-sheet peak times the step")
@@ -226,7 +231,8 @@ def report(p: dict, card: float) -> str:
     lines += [f"note: {n}" for n in p["notes"]]
     what = "batch" if w["kind"] == "eval" else "micro-batch"
     lines.append(f"measured on {p['device']} (bf16 as on a GPU), {what} {p['measured'][0]['micro_batch']}:")
-    lines += [f"  {r['layers']:>2} layer(s): peak {gib(r['peak_bytes'])}  ({r['seconds']:.0f} s)" for r in p["measured"]]
+    lines += [f"  {r['layers']:>2} layer(s): peak {gib(r['peak_bytes'])}  ({r['seconds']:.0f} s)"
+              for r in p["measured"]]
     lines.append(f"  straight-line fit over depth: largest residual {p['fit_residual']:.2%}")
     if p["autocast_gaps"]:
         lines.append(f"  warning: ops CUDA autocast runs in fp32 met bf16 here: {', '.join(p['autocast_gaps'])}")
@@ -254,18 +260,21 @@ def report(p: dict, card: float) -> str:
     assumed = f"{g['name']} at {g['peak_flops'] / 1e12:.0f} TFLOP/s × {g['utilization']:.0%} (assumed)"
     if w["kind"] == "eval":
         lines.append(f"time (PREDICTION, {assumed}; decode at {g['bandwidth'] / 1e12:.2f} TB/s × "
-                     f"{g['bandwidth_efficiency']:.0%}): prefill {t['prefill_s']:.2f} s + decode {t['decode_s']:.1f} s per batch")
+                     f"{g['bandwidth_efficiency']:.0%}): prefill {t['prefill_s']:.2f} s "
+                     f"+ decode {t['decode_s']:.1f} s per batch")
     else:
         lines.append(f"time (PREDICTION, {assumed}): {t['micro_batch_s']:.2f} s per micro-batch, "
                      f"{t['optimizer_step_s']:.1f} s per optimizer step ({t['accumulation']} micro-batches), "
                      f"{t['tokens_per_s']:.0f} tokens/s")
     if "measure" in p:
         ms = p["measure"]
-        lines.append(f"MEASURED full size on {ms.get('gpu', ms['device'])}: tracked {gib(ms['tracked_allocator_bytes'])}"
+        peak = ms.get("max_memory_allocated", ms["tracked_allocator_bytes"])
+        lines.append(f"MEASURED full size on {ms.get('gpu', ms['device'])}: "
+                     f"tracked {gib(ms['tracked_allocator_bytes'])}"
                      + (f", torch.cuda.max_memory_allocated {gib(ms['max_memory_allocated'])}"
                         if "max_memory_allocated" in ms else "")
                      + f"; predicted {gib(ms['predicted_allocator_bytes'])} "
-                     f"({(ms['predicted_allocator_bytes'] / ms.get('max_memory_allocated', ms['tracked_allocator_bytes']) - 1):+.1%}); "
+                     f"({(ms['predicted_allocator_bytes'] / peak - 1):+.1%}); "
                      f"measured time {ms['step_s']:.2f} s per {'batch' if w['kind'] == 'eval' else 'micro-batch'}")
     return "\n".join(lines)
 

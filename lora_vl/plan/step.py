@@ -193,8 +193,8 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
             _phase(tracker, "forward.vision" if name == "forward" else "backward.head")
 
         with tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
-            accumulate(model, 0, list(enumerate([batch] * runs)), counts, counts[0] * accum, accum, st.loss_fn, w.optim, device,
-                       st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase)
+            accumulate(model, 0, list(enumerate([batch] * runs)), counts, counts[0] * accum, accum, st.loss_fn, w.optim,
+                       device, st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase)
             _phase(tracker, "optimizer")
             optimizer_step(trainable, optimizer, w.optim)
 

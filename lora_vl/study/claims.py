@@ -212,9 +212,11 @@ def degrades_over_training(s: Study) -> list[Claim]:
         return []
     first = s.seed.curve[0][1]
     finding = "Safety degrades during VL adaptation (ASR rises over training)"
-    return [Claim("1b", finding, f"multimodal ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
+    return [Claim("1b", finding,
+                  f"multimodal ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
                   one(Comparison(R("vl", "mm_safety"), "greater", R(first, "mm_safety")))),
-            Claim("1c", finding, f"text-only ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
+            Claim("1c", finding,
+                  f"text-only ASR rises over stage 2: the final adapter vs the curve's first point ({first})",
                   one(Comparison(R("vl", "text_safety"), "greater", R(first, "text_safety"))))]
 
 
@@ -226,7 +228,8 @@ def safety_tuning_costs(s: Study) -> list[Claim]:
         claims += [
             Claim(f"2-{method}-asr", f2, f"post-hoc {name} lowers ASR (text + multimodal) below the VL-adapted model's",
                   one(Comparison(R(run, "safety"), "less", R("vl", "safety")))),
-            Claim(f"2-{method}-overrefusal", f2, f"post-hoc {name} raises the over-refusal rate above the VL-adapted model's",
+            Claim(f"2-{method}-overrefusal", f2,
+                  f"post-hoc {name} raises the over-refusal rate above the VL-adapted model's",
                   one(Comparison(R(run, "over_refusal"), "greater", R("vl", "over_refusal")))),
             Claim(f"2-{method}-help", f2, f"post-hoc {name} lowers helpfulness below the VL-adapted model's",
                   one(Comparison(R(run, "helpfulness"), "less", R("vl", "helpfulness")))),
@@ -314,6 +317,7 @@ def by_refusal(claim: Claim) -> Claim | None:
                           dataclasses.replace(c.b, metric=REFUSAL_OF[c.b.metric]))
     if not any(c.a.metric in REFUSAL_OF for alt in claim.alternatives for c in alt):
         return None
-    statement = claim.statement.replace("ASR", "non-refusal rate") + " (non-refusal = 1 − refusal rate of the harmful asks)"
+    statement = (claim.statement.replace("ASR", "non-refusal rate")
+                 + " (non-refusal = 1 − refusal rate of the harmful asks)")
     return Claim(f"{claim.id}·refusal", claim.finding, statement,
                  tuple(tuple(swap(c) for c in alt) for alt in claim.alternatives))

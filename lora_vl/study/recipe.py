@@ -52,7 +52,8 @@ class StudyRecipe:
     merge: MergeSweep = field(help="the merge sweep of the VL and safety adapters")
     snapshots: int = field(4, help="points of the ASR curve along stage 2 after step 0 (the last is the "
                            "final adapter): snapshot_every = stage-2 steps // snapshots", range=Range(4))
-    snapshot_every: int | None = field(None, help="stage-2 optimizer steps between snapshots (default: from `snapshots`)",
+    snapshot_every: int | None = field(None, help="stage-2 optimizer steps between snapshots "
+                                                  "(default: from `snapshots`)",
                                        range=AT_LEAST_ONE)
     analysis: AnalysisSpec | None = field(None, help="the safety-layer analysis (`lora-vl analyze`); omit to skip")
     seeds: list[int] = field(default_factory=lambda: [0], help="training seeds; the whole study runs once per seed")

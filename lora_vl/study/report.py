@@ -131,24 +131,26 @@ def plot_pareto(seeds: list[SeedData], path: Path, fixed: list[str]) -> Path:
     fig = Figure(figsize=(5.2 * len(PARETO_PANELS), 4.8))
     axes = fig.subplots(1, len(PARETO_PANELS))
     colors: dict = {}
+
+    def point(ax, s: SeedData, xk: str, yk: str, name: str, **kw):
+        x, y = _metric(s.runs.get(name, {}), xk), _metric(s.runs.get(name, {}), yk)
+        if x and y:
+            color = colors.setdefault(name, f"C{len(colors) % 10}")
+            ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["ci"][0]], [x["ci"][1] - x["value"]]],
+                        yerr=[[y["value"] - y["ci"][0]], [y["ci"][1] - y["value"]]], fmt="o", capsize=2,
+                        color=color, label=name if s is seeds[0] else None, **kw)
+
     for ax, (xk, yk) in zip(axes, PARETO_PANELS):
         for s in seeds:
-            def point(name, **kw):
-                x, y = _metric(s.runs.get(name, {}), xk), _metric(s.runs.get(name, {}), yk)
-                if x and y:
-                    color = colors.setdefault(name, f"C{len(colors) % 10}")
-                    ax.errorbar(x["value"], y["value"], xerr=[[x["value"] - x["ci"][0]], [x["ci"][1] - x["value"]]],
-                                yerr=[[y["value"] - y["ci"][0]], [y["ci"][1] - y["value"]]], fmt="o", capsize=2,
-                                color=color, label=name if s is seeds[0] else None, **kw)
             for name in fixed:
-                point(name)
+                point(ax, s, xk, yk, name)
             sweep = [(_metric(s.runs[p], xk), _metric(s.runs[p], yk)) for p in s.sweep]
             sweep = [(x["value"], y["value"]) for x, y in sweep if x and y]
             if sweep:
                 ax.plot([x for x, _ in sweep], [y for _, y in sweep], "--", color="grey", lw=1,
                         label="merge sweep" if s is seeds[0] else None)
             for p in s.merge_points:
-                point(p, alpha=0.8)
+                point(ax, s, xk, yk, p, alpha=0.8)
         ax.set(xlabel=AXIS[xk], ylabel=AXIS[yk], xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, ncol=2)

@@ -238,8 +238,8 @@ def mme(root: Path, split: Split, ledger: Ledger, rng: random.Random, n: int, tm
         image = {"bytes": (tmp / pic.rel).read_bytes(), "path": f"toy_{i:04d}.png"}
         for want in (True, False):
             q, _ = yes_no(pic, rng, want)
-            rows.append({"question_id": f"toy_{i:04d}.png", "image": image, "question": q, "answer": "Yes" if want else "No",
-                         "category": "toy_attributes"})
+            rows.append({"question_id": f"toy_{i:04d}.png", "image": image, "question": q,
+                         "answer": "Yes" if want else "No", "category": "toy_attributes"})
     _write_parquet(root / "mme" / "data" / "test-00000-of-00001.parquet", rows)
     return root / "mme"
 

@@ -131,5 +131,5 @@ def _train(model, data, cfg: OptimConfig, work: Path, desc: str) -> LoopResult:
 
 
 def _summary(res: LoopResult) -> dict:
-    return {"steps": res.steps, "final_loss": None if res.final_loss is None else round(res.final_loss, 4), "tokens": res.tokens,
-            "seconds": round(res.seconds, 1)}
+    return {"steps": res.steps, "final_loss": None if res.final_loss is None else round(res.final_loss, 4),
+            "tokens": res.tokens, "seconds": round(res.seconds, 1)}

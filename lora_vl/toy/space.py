@@ -52,7 +52,8 @@ class Split:
         """Cells actually written to training files vs benchmarks: disjoint, and each on its side."""
         leak = used_train & used_eval
         if leak:
-            raise AssertionError(f"toy world: {len(leak)} benchmark cells also in training data, e.g. {sorted(leak)[:3]}")
+            raise AssertionError(f"toy world: {len(leak)} benchmark cells also in training data, "
+                                 f"e.g. {sorted(leak)[:3]}")
         stray = used_eval - self.cells(held_out=True)
         if stray:
             raise AssertionError(f"toy world: benchmark cells outside the held-out split, e.g. {sorted(stray)[:3]}")

@@ -93,7 +93,7 @@ def train_vision(out: Path, split: Split, ledger: Ledger, scale: Scale, seed: in
     tower, heads = model.vision_model, Heads(scale.vis_hidden)
     pics = training_pictures(split, ledger, scale.vis_images, rng)
     pixels = to_pixels(np.stack([p for p, _, _ in pics]))
-    labels = torch.tensor([l for _, l, _ in pics])
+    labels = torch.tensor([label for _, label, _ in pics])
     words = torch.tensor([w for _, _, w in pics])
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=scale.vis_lr, weight_decay=0.01)
@@ -101,7 +101,7 @@ def train_vision(out: Path, split: Split, ledger: Ledger, scale: Scale, seed: in
     gen = torch.Generator().manual_seed(seed)
     tower.train()
     loss_value = float("nan")
-    for step in range(scale.vis_steps):
+    for _step in range(scale.vis_steps):
         idx = torch.randint(0, len(pics), (scale.vis_batch,), generator=gen)
         logits = heads(tower(pixel_values=pixels[idx], output_hidden_states=True))
         loss = sum(nn.functional.cross_entropy(logits[k], labels[idx, i]) for i, k in enumerate(HEADS))
@@ -115,7 +115,8 @@ def train_vision(out: Path, split: Split, ledger: Ledger, scale: Scale, seed: in
     tower.eval()
     acc = head_accuracy(tower, heads, split, scale, seed)
     model.save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": I.SIZE}, crop_size={"height": I.SIZE, "width": I.SIZE}).save_pretrained(out)
+    CLIPImageProcessor(size={"shortest_edge": I.SIZE},
+                       crop_size={"height": I.SIZE, "width": I.SIZE}).save_pretrained(out)
     return {"steps": scale.vis_steps, "final_loss": round(loss_value, 4), "pictures": len(pics),
             "held_out_head_accuracy": acc}
 
@@ -128,7 +129,7 @@ def head_accuracy(tower, heads, split: Split, scale: Scale, seed: int, n: int = 
     held = Split(split.seed, train=split.held_out)  # draw from the held-out side
     pics = training_pictures(held, Ledger(), min(n, max(8, scale.vis_images // 4)), rng)
     logits = heads(tower(pixel_values=to_pixels(np.stack([p for p, _, _ in pics])), output_hidden_states=True))
-    labels = torch.tensor([l for _, l, _ in pics])
+    labels = torch.tensor([label for _, label, _ in pics])
     out = {}
     for i, k in enumerate(HEADS):
         relevant = labels[:, i] != HEADS[k] - 1   # only pictures of the kind this head is about

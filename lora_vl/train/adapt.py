@@ -32,7 +32,8 @@ class AdaptRecipe:
     stage2: StageConfig = field(help="visual instruction tuning: LoRA + projector")
     lora: LoraSettings = field(default_factory=LoraSettings, help="LoRA settings of stage 2")
     stage1: StageConfig | None = field(None, help="projector pretraining on captions; omit to skip")
-    projector: str | None = field(None, help="a pretrained projector.safetensors to start stage 2 from instead of stage 1")
+    projector: str | None = field(None, help="a pretrained projector.safetensors to start stage 2 from "
+                                             "instead of stage 1")
 
     def validate(self, where: str) -> None:
         if self.stage1 is not None and self.projector is not None:

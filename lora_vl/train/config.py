@@ -13,8 +13,10 @@ from lora_vl.recipe import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Recip
 class ModelConfig:
     lm: str | None = field(None, help="causal LM hub id or local path (composed with `vision`)")
     vision: str | None = field(None, help="CLIP or SigLIP hub id or local path")
-    lm_revision: str | None = field(None, help="hub revision of the LM to pin (default: lora-vl.lock)", pins=("model", "lm"))
-    vision_revision: str | None = field(None, help="hub revision of the vision encoder to pin (default: lora-vl.lock)", pins=("model", "vision"))
+    lm_revision: str | None = field(None, help="hub revision of the LM to pin (default: lora-vl.lock)",
+                                    pins=("model", "lm"))
+    vision_revision: str | None = field(None, help="hub revision of the vision encoder to pin (default: lora-vl.lock)",
+                                        pins=("model", "vision"))
     base: str | None = field(None, help="an existing Llava checkpoint to start from instead of composing lm + vision")
     base_dir: str | None = field(None, help="where the composed Llava checkpoint is written (default: OUTPUT_DIR/base)")
     chat_template: str = field("auto", help="auto (the LM's own) or one of " + ", ".join(sorted(TEMPLATES)))
@@ -42,7 +44,8 @@ class LoraSettings:
 class OptimConfig:
     lr: float = field(2e-4, help="learning rate of the trained weights (LoRA, or the projector in stage 1)",
                      range=POSITIVE)
-    lr_projector: float | None = field(None, help="learning rate of the projector in LoRA stages (LLaVA-1.5 LoRA: 2e-5)",
+    lr_projector: float | None = field(None, help="learning rate of the projector in LoRA stages "
+                                                  "(LLaVA-1.5 LoRA: 2e-5)",
                                        range=POSITIVE)
     weight_decay: float = field(0.0, help="AdamW weight decay", range=NON_NEGATIVE)
     warmup_ratio: float = field(0.03, help="fraction of steps for linear warm-up", range=FRACTION)
@@ -52,13 +55,15 @@ class OptimConfig:
                                    range=AT_LEAST_ONE)
     micro_batch_size: int = field(1, help="samples per forward pass", range=AT_LEAST_ONE)
     global_batch_size: int = field(128, help="samples per optimizer step, over all processes (reached by "
-                                   "gradient accumulation; with N processes each accumulates 1/N of it); a multiple of micro_batch_size",
+                                   "gradient accumulation; with N processes each accumulates 1/N of it); "
+                                   "a multiple of micro_batch_size",
                                    range=AT_LEAST_ONE)
     grad_clip: float = field(1.0, help="max gradient norm (0 = off)", range=NON_NEGATIVE)
     loss_average: Literal["token", "micro_batch"] = field(
         "token", help="token: a step's loss is the mean over all its labelled tokens (HF Trainer); "
         "micro_batch: the mean of per-micro-batch means (weights short and long micro-batches alike)")
-    optimizer: Literal["adamw", "paged_adamw_8bit"] = field("adamw", help="paged_adamw_8bit (bitsandbytes) saves GPU memory")
+    optimizer: Literal["adamw", "paged_adamw_8bit"] = field("adamw",
+                                                            help="paged_adamw_8bit (bitsandbytes) saves GPU memory")
     group_by_length: bool = field(True, help="batch samples of similar length together")
     save_every: int = field(50, help="checkpoint every N optimizer steps (resumable)",
                           range=AT_LEAST_ONE)

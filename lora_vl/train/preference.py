@@ -32,7 +32,8 @@ class PairSet(TrainSet):
         check_pair(p)
         images = [load_rgb(i, p.where) for i in p.images] if with_pixels else [None] * len(p.images)
         return tuple(
-            encode_chat(self.processor, [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": answer}],
+            encode_chat(self.processor,
+                        [{"role": "user", "content": p.prompt}, {"role": "assistant", "content": answer}],
                         images, max_length=self.cfg.max_length, truncate=self.cfg.overlong == "truncate",
                         where=p.where, with_pixels=with_pixels)
             for answer in (p.chosen, p.rejected))

@@ -72,7 +72,8 @@ def build_training(r: SafetyRecipe, base, parent: Path) -> tuple[Prepared, objec
     """(the recipe's method prepared for the loop on `base` + frozen `parent`, processor, data set)."""
     stage = getattr(r, r.method)
     model, processor = load_vlm(base, quantization=r.model.quantization)
-    dpo = {"beta": stage.beta, "dpo_loss": stage.loss, "label_smoothing": stage.label_smoothing} if r.method == "dpo" else {}
+    dpo = ({"beta": stage.beta, "dpo_loss": stage.loss, "label_smoothing": stage.label_smoothing}
+           if r.method == "dpo" else {})
     st = safety_stage(model, r.method, r.model.quantization == "4bit", r.model.gradient_checkpointing,
                       r.lora, stage.optim, [str(parent)], **dpo)
     return st, processor, (TrainSet if r.method == "sft" else PairSet)(stage.data, processor)
