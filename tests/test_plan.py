@@ -11,11 +11,13 @@ import torch
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
+from lora_vl.plan import step as plan_step
 from lora_vl.plan import tracker as T
 from lora_vl.plan.build import Workload, build_llava, prepare
-from lora_vl.plan.fit import DepthFit
+from lora_vl.plan.fit import GIB, DepthFit, Overhead, Prediction, largest_micro_batch
 from lora_vl.plan.shapes import base_shape
-from lora_vl.plan.step import STEP_EVENT, measure, train_step
+from lora_vl.plan.step import CATEGORIES, STEP_EVENT, Measured, known_tensors, measure, train_step
+from lora_vl.plan.tracker import PhasePeak
 from lora_vl.train.config import LoraSettings, OptimConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -264,3 +266,217 @@ def test_a_cpu_that_emulates_bf16_is_told_how_long_the_plan_will_take(monkeypatc
     monkeypatch.setattr(plan_cli, "bf16_slowdown", lambda: (0.8, 1e11))  # native bf16: nothing to say
     plan_cli.warn_slow_bf16(shape, w, [1, 2, 4], 1)
     assert capsys.readouterr().err == ""
+
+
+# --- per phase, every category to the byte: accumulation, paged state, decode lengths --------------
+# Each expected value below is computed by hand (tiny configs) or from the model's / optimizer's own
+# tensors, and compared exactly: a missing gradient, paged-state or KV term shows up in full.
+
+DATA_CATS = (T.ACTIVATIONS, T.LOGITS, T.WEIGHT_COPY, T.OPTIM_TEMP, T.KV_CACHE, T.DEQUANT)
+
+
+def storages_rounded(tensors) -> int:
+    """Bytes of the distinct storages among `tensors`, each rounded to the allocator's block."""
+    seen = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in tensors if isinstance(t, torch.Tensor)}
+    return sum(T.rounded(n) for n in seen.values())
+
+
+def model_categories(model, kinds=("4bit", "base16", "vision", "projector", "lora")) -> dict[str, int]:
+    """What the model holds before the step, from its own tensors."""
+    held = known_tensors(model)
+    return {CATEGORIES[k]: storages_rounded(held[k]) for k in kinds if held[k]}
+
+
+def batch_bytes(shape, rows: int, length: int, pixel_dtype: torch.dtype) -> int:
+    """make_batch by hand: ids, mask and labels (int64) of rows × length, pixels rows × 3 × size²."""
+    size = shape.vision.image_size
+    return 3 * T.rounded(rows * length * 8) + T.rounded(rows * 3 * size * size * pixel_dtype.itemsize)
+
+
+def test_gradients_of_the_earlier_micro_batch_are_alive_in_every_phase_of_the_measured_one(shape):
+    """With accumulation the measured micro-batch is the step's second: the first one's gradients
+    (exactly the trainable parameters' bytes) are alive from its first forward phase to the
+    optimizer. Without accumulation a forward phase holds no gradient. Every other category of
+    every phase is the same as without accumulation, but for the first micro-batch's loss scalar
+    (the loop holds it until the second's loss replaces it)."""
+    w1, w4 = workload("stage2", accum=1), workload("stage2", accum=4)
+    st = prepare(build_llava(shape.llava_config(3), "4bit", CPU, {}), w4)
+    grads = rounded_bytes(st.trainable)
+    adamw = sum(2 * rounded_bytes([p]) + T.rounded(4) for p in st.trainable)  # exp_avg, exp_avg_sq, fp32 step
+    fixed = {**model_categories(st.model), "optimizer state": adamw,
+             "inputs": batch_bytes(shape, 2, 96, st.pixel_dtype)}
+    one, four = train_step(st, shape, w1, 2, CPU)[0], train_step(st, shape, w4, 2, CPU)[0]
+    assert set(one) == set(four) and {"forward.vision", "forward.layers", "forward.head", "backward.head",
+                                      "backward.top", "optimizer"} <= set(four)
+    loss_scalar = T.rounded(4)
+    for name in four:
+        b1, b4 = one[name].breakdown, four[name].breakdown
+        assert sum(b4.values()) == four[name].bytes and sum(b1.values()) == one[name].bytes
+        for cat, n in fixed.items():  # the model's, the optimizer's and the batch's bytes, every phase
+            assert b1.get(cat) == n and b4.get(cat) == n, (name, cat)
+        if name == "start":
+            continue
+        assert b4["gradients"] == grads, name  # the first micro-batch's, whole, in every phase
+        if name.startswith("forward"):
+            assert "gradients" not in b1, name
+            for cat in DATA_CATS:  # what the measured micro-batch itself allocates: the same
+                extra = loss_scalar if cat == T.ACTIVATIONS else 0
+                assert b4.get(cat, 0) == b1.get(cat, 0) + extra, (name, cat)
+            assert four[name].bytes == one[name].bytes + grads + loss_scalar
+    assert one["optimizer"].breakdown == four["optimizer"].breakdown  # the step's end: all gradients, once
+    assert one["optimizer"].breakdown["gradients"] == grads
+
+
+def test_paged_state_is_the_state_of_parameters_from_bitsandbytes_threshold_on():
+    """bitsandbytes pages the per-element states of parameters with at least 1e5 elements
+    (`get_state_buffer`: `p.numel() < 1e5` stays in device memory)."""
+    assert plan_step.PAGED_MIN_NUMEL == 100_000
+    big = torch.nn.Parameter(torch.zeros(100_000))  # paged: exp_avg and exp_avg_sq, 400000 B each
+    small = torch.nn.Parameter(torch.zeros(99_999))  # one element short: not paged
+    opt = torch.optim.AdamW([big, small])
+    big.grad, small.grad = torch.zeros_like(big), torch.zeros_like(small)
+    opt.step()
+    big.grad = small.grad = None
+    t = T.LiveBytes("cpu", vocab_size=10, params=[big, small], optimizer=opt, paged_min_numel=plan_step.PAGED_MIN_NUMEL)
+    t.add_known([v for s in opt.state.values() for v in s.values()], "optimizer state")
+    with t:
+        pass
+    b = t.finish()["start"].breakdown
+    assert b == {T.OPTIM_PAGED: 2 * 400_384, T.OPTIM: 2 * 400_384 + 2 * 512}  # 399996 B rounds up alike
+
+
+def test_paged_optimizer_state_in_every_phase_and_its_share_of_the_card(shape, monkeypatch):
+    """paged_adamw_8bit with the paging threshold at 2048 elements (the tiny projector's smaller
+    weight): its two states are paged (fp32: bitsandbytes keeps parameters under 4096 elements in
+    32-bit) and so are the 64×64 weight's (8-bit: 1 byte per element); nothing else is. The paged
+    bytes are outside the allocator, on the card without slack."""
+    made = []
+
+    def recording(groups, cfg):
+        made.append(make(groups, cfg))
+        return made[-1]
+
+    make = plan_step.make_optimizer
+    monkeypatch.setattr(plan_step, "make_optimizer", recording)
+    monkeypatch.setattr(plan_step, "PAGED_MIN_NUMEL", 2048)
+    w = workload("stage2", optimizer="paged_adamw_8bit", accum=2)
+    st = prepare(build_llava(shape.llava_config(2), "4bit", CPU, {}), w)
+    named = {n: p for n, p in st.model.named_parameters() if p.requires_grad}
+    sizes = sorted(p.numel() for p in named.values())
+    assert sizes[-2:] == [2048, 4096] and sizes[-3] < 2048  # projector linear_1 / linear_2 weights
+    paged = 2 * T.rounded(2048 * 4) + 2 * T.rounded(4096 * 1)
+    phases = train_step(st, shape, w, 2, CPU)[0]
+    opt = made[0]
+    states = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    unpaged = storages_rounded(states) - paged
+    for name, p in phases.items():
+        b = p.breakdown
+        assert b[T.OPTIM_PAGED] == paged and b[T.OPTIM] == unpaged, name
+        if name != "start":
+            assert b["gradients"] == rounded_bytes(st.trainable), name
+        pred = Prediction(name, b)
+        assert pred.allocator == p.bytes - paged
+        overhead = Overhead(context_gib=0.5, slack=0.25)
+        assert pred.card_bytes(overhead) == (p.bytes - paged) * 1.25 + paged + 0.5 * GIB
+
+
+def test_card_size_counts_paged_state_once_without_slack():
+    """By hand: 2 GiB gradients + 3 GiB activations in the allocator, 1 GiB paged state outside it."""
+    pred = Prediction("optimizer", {T.GRADS: 2 * GIB, T.ACTIVATIONS: 3 * GIB, T.OPTIM_PAGED: GIB})
+    assert pred.total == 6 * GIB and pred.allocator == 5 * GIB
+    assert pred.card_bytes(Overhead(context_gib=0.5, slack=0.1)) == pytest.approx(5.5 * GIB + GIB + 0.5 * GIB, abs=1)
+
+
+def phases_of(layers: int, tokens: int = 1, new_tokens: int = 6):
+    """Hand-made measured phases, linear in depth (per layer: 1 MiB gradients, 2 MiB optimizer
+    state, 1 MiB of it paged, 4 MiB activations, a KV cache of 2 × 512 B per token)."""
+    M = 2 ** 20
+    model = {T.GRADS: layers * M, T.OPTIM: M + 2 * layers * M, T.OPTIM_PAGED: layers * M, "projector": 3 * M}
+    kv = lambda n: 2 * layers * 512 * n  # noqa: E731  (K and V, 512 B per token and layer)
+    out = {"optimizer": {**model, T.OPTIM_TEMP: layers * M},
+           "forward.head": {**model, T.ACTIVATIONS: (8 + 4 * layers) * M, T.LOGITS: 16 * M, "inputs": M},
+           "prefill": {**model, T.KV_CACHE: kv(24)},
+           "decode.first": {**model, T.KV_CACHE: kv(24 + 1)},
+           "decode.last": {**model, T.KV_CACHE: kv(24 + new_tokens - 1)}}
+    return Measured(layers, 1, {k: PhasePeak(sum(v.values()), v) for k, v in out.items()}, 0.0)
+
+
+def test_depth_fit_scales_data_not_model_bytes_and_counts_decode_steps_by_hand():
+    M = 2 ** 20
+    fit = DepthFit([phases_of(2), phases_of(4)], new_tokens=6)
+    model_at_10 = {T.GRADS: 10 * M, T.OPTIM: 21 * M, T.OPTIM_PAGED: 10 * M, "projector": 3 * M}
+    # 3× the measured tokens: activations, logits, inputs, KV cache scale; gradients and state do not
+    assert fit.phase_at("forward.head", 10, 3.0) == {**model_at_10, T.ACTIVATIONS: 3 * 48 * M,
+                                                     T.LOGITS: 3 * 16 * M, "inputs": 3 * M}
+    assert fit.phase_at("optimizer", 10, 3.0) == {**model_at_10, T.OPTIM_TEMP: 10 * M}
+    # decode call c holds the prompt and the c - 1 tokens generated before: 24 + 99 at the 100th
+    for n in (3, 6, 100):
+        assert fit.decode_step(10, 1.0, n) == {**model_at_10, T.KV_CACHE: 2 * 10 * 512 * (24 + n - 1)}
+        assert fit.decode_step(10, 2.0, n)[T.KV_CACHE] == 2 * 2 * 10 * 512 * (24 + n - 1)
+    pred = fit.predict(10, 1.0, new_tokens=20_000)  # a long answer: the last decode step is the peak
+    assert pred.phase == "decode.last" and pred.breakdown == {**model_at_10, T.KV_CACHE: 2 * 10 * 512 * (24 + 19_999)}
+    # card need at micro-batch b (forward.head): (model in the allocator 34 MiB + 65 MiB of data × b)
+    # × (1 + slack) + the paged 10 MiB + the 1 GiB context
+    overhead = Overhead(context_gib=1.0, slack=0.5)
+    need = lambda b: (34 * M + b * (48 + 16 + 1) * M) * 1.5 + 10 * M + GIB  # noqa: E731
+    assert fit.predict(10, 3.0).phase == "forward.head"
+    assert fit.predict(10, 3.0).card_bytes(overhead) == pytest.approx(need(3), abs=1)
+    card = need(4) / GIB + 1e-6  # micro-batch 4 just fits, 8 does not
+    assert largest_micro_batch(fit, 10, 100, 100, card, overhead) == 4
+    assert largest_micro_batch(fit, 10, 100, 100, need(4) / GIB - 1e-6, overhead) == 2
+
+
+@pytest.mark.parametrize("new_tokens", [3, 6])
+def test_kv_cache_of_every_decode_step_to_the_byte(shape, new_tokens):
+    """Generation's KV cache at call c of a `new_tokens` answer: K and V of every layer, kv heads ×
+    head dim per token, for the prompt and the c - 1 tokens generated so far, in bf16. Eight
+    rows make a token of one layer's K exactly one 512-byte block, so each token shows."""
+    layers, rows, prompt = 2, 8, 24
+    w = workload("eval", length=prompt, micro_batch=rows, new_tokens=new_tokens)
+    run = measure(shape, w, layers, rows, CPU, {})
+    t = shape.text
+    kv_heads, head_dim = t.num_key_value_heads, t.hidden_size // t.num_attention_heads
+    assert (kv_heads, head_dim) == (2, 16)  # the tiny llama: 4 heads of 16, 2 of them for K/V
+
+    def kv(tokens: int) -> int:
+        return 2 * layers * T.rounded(rows * kv_heads * tokens * head_dim * 2)
+
+    calls = {"prefill": 1, "decode.first": 2, "decode.last": new_tokens}
+    if new_tokens > 3:
+        calls["decode.middle"] = new_tokens - 1  # the largest of the calls between
+    assert set(run.phases) == {"start", *calls}
+    assert T.KV_CACHE not in run.phases["start"].breakdown
+    for name, c in calls.items():
+        assert run.phases[name].breakdown[T.KV_CACHE] == kv(prompt + c - 1), name
+
+
+def test_generation_plan_counts_every_decode_step_to_a_long_answer(tiny_bases, tmp_path):
+    """`lora-vl plan --eval`: measured with 6 new tokens at 1 and 2 layers, planned for 500; the
+    predicted KV cache is the hand count at the base's depth (2 layers): prompt + 499 tokens."""
+    from lora_vl.plan import cli as plan_cli
+
+    recipe = write_recipe(tmp_path, tiny_bases[("llama", "clip")])
+    args = plan_cli.parser().parse_args([recipe, "--eval", "--batch", "8", "--measure-batch", "8",
+                                         "--prompt-length", "24", "--new-tokens", "500", "--layers", "1,2"])
+    with plan_cli.quiet_warnings():
+        p = plan_cli.plan(args)
+    pr = p["prediction"]
+    assert (pr["layers"], pr["phase"]) == (2, "decode.last")
+    assert pr["breakdown"][T.KV_CACHE] == 2 * 2 * 8 * 2 * 16 * 2 * (24 + 499)
+    assert all(r["phases"].keys() >= {"decode.first", "decode.last"} for r in p["measured"])
+
+
+def test_measured_allocator_peak_leaves_paged_state_out(monkeypatch):
+    """`--measure` compares the tracked peak less the paged state with the predicted allocator bytes."""
+    from types import SimpleNamespace
+
+    from lora_vl.plan import cli as plan_cli
+
+    phases = {"optimizer": PhasePeak(10_000, {T.OPTIM_PAGED: 4_000, T.GRADS: 6_000}),
+              "forward.head": PhasePeak(9_000, {T.OPTIM_PAGED: 4_000, T.ACTIVATIONS: 5_000}),
+              "backward.top": PhasePeak(7_000, {T.ACTIVATIONS: 7_000})}
+    monkeypatch.setattr(plan_cli, "measure", lambda *a: Measured(2, 1, phases, 1.0, {}, {"step_s": 0.5}))
+    shape = SimpleNamespace(layers=2)
+    out = plan_cli.measure_full(shape, SimpleNamespace(micro_batch=1), SimpleNamespace(measure_device="cpu"),
+                                Prediction("optimizer", {T.OPTIM_PAGED: 4_000, T.GRADS: 6_000}))
+    assert out["tracked_allocator_bytes"] == 7_000 and out["predicted_allocator_bytes"] == 6_000

@@ -202,6 +202,8 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
     tracker, params = _tracker(model, shape, device, optimizer, paged=w.optim.optimizer.startswith("paged"))
     states = [v for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
     tracker.add_known(states, "optimizer state")  # relabelled (paged or not) when a breakdown is taken
+    # gradients alive before the step (none while the loop clears them to None) are counted too
+    tracker.add_known([p.grad for p in trainable if p.grad is not None], "gradients")
     params["optimizer state"] = storage_bytes(states)
     tracker.add_known(batch.values(), CATEGORIES["inputs"])
     params[CATEGORIES["inputs"]] = storage_bytes(batch.values())
