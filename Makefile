@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper lint test test-quick bench clean
+.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper lint test test-quick bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -98,6 +98,9 @@ test-quick: $(STAMP)  ## the quick loop: every test not marked slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py
+
+gpu-check: $(STAMP)  ## on a GPU machine: the planner's 7B predictions vs measured, bench_train llava7b, vLLM eval; one JSON (≤ 9 min)
+	$(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf outputs

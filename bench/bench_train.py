@@ -4,6 +4,7 @@ only; both arms of each comparison run in the same invocation.
 
   python bench/bench_train.py                      # small CPU shape (minutes)
   python bench/bench_train.py --preset llava7b     # Llama-2-7B + CLIP-L/336 shapes, random init (GPU)
+  python bench/bench_train.py ... --json PATH      # also write the printed records as one JSON (bench/gpu_check.py)
 
 Each arm runs in its own subprocess so that peak memory (GPU: torch max allocated; CPU: the
 process's max RSS) belongs to that arm alone. The model is random-init from configs, saved
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
+from lora_vl.artifacts import atomic_write_json
 from lora_vl.data.batching import length_grouped_batches, padding_fraction, random_batches
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_pretrained
@@ -116,12 +118,15 @@ def main() -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--quant", nargs="+", default=["4bit", "none"])
     ap.add_argument("--flops-peak", type=float, default=989e12, help="dense bf16 peak (H100 SXM ≈ 989e12)")
+    ap.add_argument("--json", metavar="PATH",
+                    help="also write {preset, seq, arms, padding} here (a failed arm: its error)")
     ap.add_argument("--worker", nargs=2, metavar=("CKPT", "QUANT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     p = PRESETS[a.preset]
     if a.worker:
         print(json.dumps(worker(Path(a.worker[0]), a.worker[1], p, a.flops_peak)))
         return 0
+    record = {"preset": a.preset, "seq": p["seq"], "arms": [], "padding": []}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "ckpt"
         t = time.time()
@@ -132,10 +137,16 @@ def main() -> int:
                                   "--worker", str(ckpt), quant], capture_output=True, text=True)
             if res.returncode:
                 print(f"{quant}: failed\n{res.stderr[-2000:]}")
+                record["arms"].append({"quant": quant, "error": res.stderr[-2000:]})
                 continue
-            print(json.dumps({"preset": a.preset, "seq": p["seq"], **json.loads(res.stdout.strip().splitlines()[-1])}))
+            arm = json.loads(res.stdout.strip().splitlines()[-1])
+            record["arms"].append(arm)
+            print(json.dumps({"preset": a.preset, "seq": p["seq"], **arm}))
     for bs in (8, 16):
-        print(json.dumps({"padding": padding_report(bs)}))
+        record["padding"].append(padding_report(bs))
+        print(json.dumps({"padding": record["padding"][-1]}))
+    if a.json:
+        atomic_write_json(a.json, record)
     return 0
 
 
