@@ -17,6 +17,7 @@ from eval_helpers import FIXTURES, spec, tiny_world, write_parquet  # noqa: F401
 from lora_vl.evaluation import respond
 from lora_vl.evaluation.items import BenchmarkError, EvalItem, load_image
 from lora_vl.evaluation.readers import read_benchmark
+from lora_vl.evaluation.readers.source import row_image
 from lora_vl.evaluation.run import run_suite
 from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import build
@@ -61,6 +62,18 @@ def test_unreadable_image_values_are_named_with_a_reason(value, reason):
     with pytest.raises(BenchmarkError, match=r"b item 7: image .* failed to load") as e:
         load_image(EvalItem(id="7", prompt="?", benchmark="b", category="c", image=value))
     assert e.value.reason == reason
+
+
+def test_an_image_url_is_named_as_a_url_not_joined_to_the_data_folder(tmp_path):
+    """A row whose image is a URL (some hub exports carry them): kept as the URL by the reader's
+    path resolution, refused by name at load time (nothing downloads during an evaluation)."""
+    url = "https://example.org/images/cat.jpg"
+    value = row_image({"image": url}, tmp_path)
+    assert value == url
+    with pytest.raises(BenchmarkError, match=r"b item 7: image 'https://example.org/images/cat.jpg' failed to "
+                                             r"load: .* is a URL; expected a local image file") as e:
+        load_image(EvalItem(id="7", prompt="?", benchmark="b", category="c", image=value))
+    assert e.value.reason == "image is a URL"
 
 
 def mmbench_tsv(path, photos, refs: dict[int, int]) -> list[tuple[int, int]]:

@@ -116,6 +116,9 @@ def _from_bytes(raw: bytes) -> Image.Image:
 
 
 def _from_file(path: str) -> Image.Image:
+    if "://" in path:  # no download at evaluation time: the benchmark's images must be on disk
+        raise ImageValueError(f"{path[:120]!r} is a URL; expected a local image file or image data "
+                              "(download the benchmark's images first: lora-vl fetch)", "image is a URL")
     if not path or len(path) > MAX_PATH_CHARS or "\x00" in path:
         raise ImageValueError(f"a string of {len(path)} characters that is neither base64 of a known image "
                               f"format nor a file path", "neither base64 image data nor a file path")

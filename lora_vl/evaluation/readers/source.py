@@ -122,8 +122,9 @@ def load_rows(spec, benchmark: str, local_names: list[str], **hub_kwargs) -> tup
 
 
 def resolve_image(folder: Path | None, rel: str, subdirs: tuple[str, ...] = ("",)) -> str:
-    """A relative image path resolved against the data folder (first subdir where it exists)."""
-    if folder is None or not rel or is_base64_image(rel):
+    """A relative image path resolved against the data folder (first subdir where it exists). A URL
+    is kept as it is, so that `load_image` names it as a URL rather than a missing file."""
+    if folder is None or not rel or is_base64_image(rel) or "://" in rel:
         return rel
     for sub in subdirs:
         cand = folder / sub / rel
