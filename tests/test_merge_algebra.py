@@ -66,3 +66,21 @@ def test_schedule_layers_ramp_and_module_weights():
     assert coefficient("lm_head", 0.7, layers) == 0.7
     with pytest.raises(ValueError, match="bad layer range"):
         parse_layers("8..16", "inputs[1].layers")
+
+
+def test_small_lapack_calls_run_in_one_thread_and_restore_the_count():
+    """`one_thread` (why: docs/bench_merge.md, erratic multi-threaded eigh) sets one thread inside
+    and gives the caller's count back, also when the call inside fails."""
+    from lora_vl.merge.algebra import one_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), one_thread():
+            raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

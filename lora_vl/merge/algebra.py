@@ -6,6 +6,7 @@ d_out x d_in delta; here the SVD comes from QR of the stacked factors and an SVD
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,20 @@ def split_svd(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, rank: int, dty
                        (U[:, :rank] * root[None, :]).to(dtype).contiguous(), 1.0)
 
 
+@contextmanager
+def one_thread():
+    """Small LAPACK calls (eigh/SVD of a k x k matrix, k a few hundred) in one thread. With two
+    threads this torch build's eigensolver (MKL on an AVX2 CPU) took 0.01-1.5 s per 192 x 192 call,
+    erratically (threads waiting on each other, worst when another process shares the cores), against
+    4-16 ms in one thread (measured 2026-12-03); a TIES merge makes 7 such calls per module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def gram_basis(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """X (n x k) = Q R with orthonormal Q = X·W, returned as (W, R), both small (k x k').
 
@@ -60,7 +75,9 @@ def gram_basis(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     and float64 keeps singular values down to ~1e-8 of the largest.
     """
     X64 = X.double()
-    lam, V = torch.linalg.eigh(X64.T @ X64)
+    G = X64.T @ X64
+    with one_thread():
+        lam, V = torch.linalg.eigh(G)
     keep = lam > lam.max().clamp(min=0) * 1e-12 if lam.numel() else lam > 0
     lam, V = lam[keep], V[:, keep]
     return V / lam.sqrt(), lam.sqrt()[:, None] * V.T
@@ -75,7 +92,9 @@ def compress(f: LoraFactors, rank: int) -> tuple[LoraFactors, CompressionStats]:
     dtype = torch.promote_types(f.A.dtype, torch.float32)
     Wb, Rb = gram_basis(f.B)
     Wa, Ra = gram_basis(f.A.T)
-    Uc, S, Vhc = torch.linalg.svd(f.scale * (Rb @ Ra.T))
+    core = f.scale * (Rb @ Ra.T)
+    with one_thread():
+        Uc, S, Vhc = torch.linalg.svd(core)
     keep = max(1, min(rank, int((S > 0).sum())))
     stats = energy_stats(S, keep, float((S ** 2).sum()))
     # U = Qb Uc = B (Wb Uc) and Vh = Vhc Qaᵀ = (Vhc Waᵀ) A: small products first, one tall matmul each.

@@ -20,7 +20,7 @@ import zlib
 
 import torch
 
-from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, split_svd
+from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, one_thread, split_svd
 from lora_vl.merge.io import LoraFactors
 from lora_vl.merge.methods import Setting, merge_method
 
@@ -205,6 +205,8 @@ def small_svd(Q: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     U = Q·Uc, Vh = Ucᵀ C / σ. Vh rows of tiny σ are imprecise but σ·Vh = Ucᵀ C is exact, so the
     factors' product is right."""
     C64 = C.double()
-    lam, Uc = torch.linalg.eigh(C64 @ C64.T)
+    G = C64 @ C64.T
+    with one_thread():
+        lam, Uc = torch.linalg.eigh(G)
     S, Uc = lam.flip(0).sqrt(), Uc.flip(1)  # λ > 0: Q's columns all lie in M's range (see orthonormal)
     return Q @ Uc.to(Q.dtype), S.to(Q.dtype), ((Uc.T @ C64) / S[:, None]).to(Q.dtype)
