@@ -27,9 +27,9 @@ class ModelConfig:
     quantization: Literal["4bit", "none"] = field("4bit", help="4bit = QLoRA (NF4, double quant); none = 16-bit LoRA")
     gradient_checkpointing: bool = field(True, help="recompute activations in backward to save memory")
     loss_chunk_tokens: int = field(
-        0, help="compute the loss on the labelled tokens only, this many at a time (lm_head + cross-entropy "
-        "per chunk, recomputed in backward), so no full-vocabulary logits tensor exists; 0 = off: the "
-        "model's own loss over full logits (e.g. 1024 saves ~1 GiB per 2048-token sample at a 32k vocabulary)",
+        0, help="compute the loss (token loss and DPO) on the labelled tokens only, this many at a time "
+        "(lm_head + cross-entropy per chunk, recomputed in backward), so no full-vocabulary logits tensor "
+        "exists; e.g. 1024. 0 = off: the model's own loss over the full logits (default until measured on a GPU)",
         range=NON_NEGATIVE)
 
     def validate(self, where: str) -> None:
