@@ -157,3 +157,18 @@ def test_the_recipe_key_reaches_every_stage_loss(safety_world, tmp_path):
     assert S.projector_stage(model, False, False, OptimConfig(), loss_chunk=32).loss_fn == TokenLoss(32)
     with pytest.raises(ValueError, match="at least 1"):
         labelled_token_logps(None, {}, 0)
+
+
+def test_runs_made_before_the_key_keep_their_fingerprint():
+    """At 0 (today's computation) the key is not in a stage's fingerprint, so a finished or
+    checkpointed run is still recognised; any other value is a different run."""
+    import dataclasses as dc
+
+    from lora_vl.artifacts import fingerprint_obj
+    from lora_vl.train.config import ModelConfig
+    from lora_vl.train.stage import stage_fingerprint
+
+    model = ModelConfig(base="b")
+    before = {k: v for k, v in dc.asdict(model).items() if k != "loss_chunk_tokens"}  # the ModelConfig of earlier runs
+    assert stage_fingerprint(model, "x") == fingerprint_obj([before, "x"])
+    assert stage_fingerprint(dc.replace(model, loss_chunk_tokens=1024), "x") != stage_fingerprint(model, "x")
