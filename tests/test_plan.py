@@ -111,12 +111,13 @@ def test_step_accounting_matches_model_optimizer_and_allocator(shape, kind, monk
     assert tracked == pytest.approx(allocator_peak(prof), rel=0.05)
 
 
-@pytest.mark.parametrize("kind,base", [("stage2", ("llama", "clip")), ("dpo", ("llama", "clip")),
-                                       ("stage1", ("qwen2", "siglip"))])
+@pytest.mark.parametrize("kind,base,chunk", [("stage2", ("llama", "clip"), 0), ("dpo", ("llama", "clip"), 0),
+                                             ("stage1", ("qwen2", "siglip"), 0), ("stage2", ("llama", "clip"), 32),
+                                             ("dpo", ("llama", "clip"), 32)])
 @pytest.mark.slow
-def test_depth_fit_from_1_2_4_layers_predicts_8_layers(tiny_bases, kind, base):
+def test_depth_fit_from_1_2_4_layers_predicts_8_layers(tiny_bases, kind, base, chunk):
     shape = base_shape(str(tiny_bases[base]))
-    w = workload(kind, optimizer="paged_adamw_8bit")
+    w = workload(kind, optimizer="paged_adamw_8bit", loss_chunk_tokens=chunk)
     cache = {}
     runs = [measure(shape, w, n, 1, CPU, cache) for n in (1, 2, 4, 8)]
     fit = DepthFit(runs[:3])
