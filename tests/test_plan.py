@@ -113,12 +113,13 @@ def test_step_accounting_matches_model_optimizer_and_allocator(shape, kind, monk
     assert tracked == pytest.approx(allocator_peak(prof), rel=0.05)
 
 
-@pytest.mark.parametrize("kind,base", [("stage2", ("llama", "clip")), ("dpo", ("llama", "clip")),
-                                       ("stage1", ("qwen2", "siglip"))])
+@pytest.mark.parametrize("kind,base,chunk", [("stage2", ("llama", "clip"), 0), ("dpo", ("llama", "clip"), 0),
+                                             ("stage1", ("qwen2", "siglip"), 0), ("stage2", ("llama", "clip"), 32),
+                                             ("dpo", ("llama", "clip"), 32)])
 @pytest.mark.slow
-def test_depth_fit_from_1_2_4_layers_predicts_8_layers(tiny_bases, kind, base):
+def test_depth_fit_from_1_2_4_layers_predicts_8_layers(tiny_bases, kind, base, chunk):
     shape = base_shape(str(tiny_bases[base]))
-    w = workload(kind, optimizer="paged_adamw_8bit")
+    w = workload(kind, optimizer="paged_adamw_8bit", loss_chunk_tokens=chunk)
     cache = {}
     runs = [measure(shape, w, n, 1, CPU, cache) for n in (1, 2, 4, 8)]
     fit = DepthFit(runs[:3])
@@ -480,3 +481,45 @@ def test_measured_allocator_peak_leaves_paged_state_out(monkeypatch):
     out = plan_cli.measure_full(shape, SimpleNamespace(micro_batch=1), SimpleNamespace(measure_device="cpu"),
                                 Prediction("optimizer", {T.OPTIM_PAGED: 4_000, T.GRADS: 6_000}))
     assert out["tracked_allocator_bytes"] == 7_000 and out["predicted_allocator_bytes"] == 6_000
+
+
+def wide_vocab(shape, vocab: int = 4096):
+    """The tiny shape with a real-sized vocabulary, so the logits are a visible share of the step."""
+    import copy
+
+    s = copy.deepcopy(shape)
+    s.text.vocab_size = vocab
+    return s
+
+
+def logits_peak(run) -> int:
+    return max(p.breakdown.get(T.LOGITS, 0) for p in run.phases.values())
+
+
+@pytest.mark.parametrize("kind", ["stage2", "dpo"])
+def test_a_chunked_loss_holds_one_chunk_of_logits(shape, kind):
+    """`model.loss_chunk_tokens`: the full loss holds at least fp32 logits at every position; the
+    chunked one at most one chunk's (its bf16 logits, fp32 copy and log-softmax: 12 B a value,
+    measured), whatever the number of labelled tokens; and the step's peak drops by as much."""
+    s, chunk, length = wide_vocab(shape), 32, 96
+    full = measure(s, workload(kind, length=length, micro_batch=2), 2, 2, CPU, {})
+    chunked = measure(s, workload(kind, length=length, micro_batch=2, loss_chunk_tokens=chunk), 2, 2, CPU, {})
+    rows = 4 if kind == "dpo" else 2
+    assert logits_peak(full) >= 4 * rows * (length - 1) * s.vocab_size
+    assert 0 < logits_peak(chunked) <= 12 * chunk * s.vocab_size
+    assert chunked.stats["labelled_tokens"] > 4 * chunk  # several chunks ran, one at a time
+    assert full.peak - chunked.peak >= (logits_peak(full) - logits_peak(chunked)) / 2
+
+
+def test_the_depth_fit_scales_chunked_logits_up_to_one_chunk(shape):
+    """Measured at micro-batch 1 (fewer labelled tokens than a chunk), the prediction for
+    micro-batch 4 (more than a chunk) holds one full chunk of logits, not 4× the measured."""
+    s, chunk = wide_vocab(shape), 128
+    w = workload("stage2", length=96, loss_chunk_tokens=chunk)
+    cache = {}
+    fit = DepthFit([measure(s, w, n, 1, CPU, cache) for n in (1, 2)])
+    big = measure(s, w, 2, 4, CPU, cache)
+    assert fit.runs[0].stats["labelled_tokens"] < chunk < big.stats["labelled_tokens"]
+    pred = fit.predict(2, token_scale=4)
+    assert pred.breakdown[T.LOGITS] == pytest.approx(logits_peak(big), rel=0.01)
+    assert pred.total == pytest.approx(big.peak, rel=0.03)

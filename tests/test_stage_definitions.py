@@ -34,7 +34,7 @@ def adapt_recipe(world: dict, out: Path) -> AdaptRecipe:
     stage = lambda lr: {"data": {"sources": [{"format": "llava_json", "path": "unused.json"}], "max_length": 96},  # noqa: E731
                         "optim": {"lr": lr, "lr_projector": lr / 10, "weight_decay": 0.05, "seed": 3,
                                   "micro_batch_size": 1, "global_batch_size": 2}}
-    return build(AdaptRecipe, {"output_dir": str(out), "model": {"base": str(world["base"])},
+    return build(AdaptRecipe, {"output_dir": str(out), "model": {"base": str(world["base"]), "loss_chunk_tokens": 24},
                                "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
                                "stage1": stage(1e-3), "stage2": stage(2e-4)})
 
@@ -61,6 +61,7 @@ def assert_same_stage(trained, plan, optim) -> None:
     assert trainables(trained) and trainables(plan) == trainables(trained)
     assert optimizer_groups(plan, optim) == optimizer_groups(trained, optim)
     assert type(plan.loss_fn) is type(trained.loss_fn) and vars(plan.loss_fn).keys() == vars(trained.loss_fn).keys()
+    assert plan.loss_fn.chunk == trained.loss_fn.chunk  # the recipe's model.loss_chunk_tokens, in both
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -78,6 +79,7 @@ def test_safety_stages_plan_the_model_they_train(safety_world, tmp_path, method)
     make = sft_recipe if method == "sft" else dpo_recipe
     r = make(safety_world, tmp_path / "run", lr=3e-3, weight_decay=0.05)
     r.model.gradient_checkpointing = True
+    r.model.loss_chunk_tokens = 40
     trained = build_training(r, safety_world["base"], safety_world["vl"])[0]
     plan, w = planned(r, tmp_path)
     assert_same_stage(trained, plan, getattr(r, method).optim)

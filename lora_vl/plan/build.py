@@ -78,6 +78,7 @@ class Workload:
     new_tokens: int = 0  # eval: tokens generated per prompt
     beta: float = 0.1  # DPO
     dpo_loss: str = "sigmoid"
+    loss_chunk_tokens: int = 0  # the recipe's model.loss_chunk_tokens (0: full logits)
 
     @property
     def rows(self) -> int:
@@ -94,8 +95,9 @@ def prepare(model, w: Workload):
     if w.kind == "eval":
         return prepare_eval(model, frozen)
     if w.kind == "stage1":
-        return S.projector_stage(model, quantized, w.gradient_checkpointing, w.optim)
+        return S.projector_stage(model, quantized, w.gradient_checkpointing, w.optim, loss_chunk=w.loss_chunk_tokens)
     if w.kind == "stage2":
-        return S.lora_stage(model, quantized, w.gradient_checkpointing, w.lora, w.optim)
+        return S.lora_stage(model, quantized, w.gradient_checkpointing, w.lora, w.optim,
+                            loss_chunk=w.loss_chunk_tokens)
     return S.safety_stage(model, w.kind, quantized, w.gradient_checkpointing, w.lora, w.optim, frozen,
-                          beta=w.beta, dpo_loss=w.dpo_loss)
+                          beta=w.beta, dpo_loss=w.dpo_loss, loss_chunk=w.loss_chunk_tokens)

@@ -200,6 +200,7 @@ def describe_workload(w) -> dict:
          "rows": w.rows}
     if w.kind != "eval":
         d["gradient_checkpointing"] = w.gradient_checkpointing
+        d["loss_chunk_tokens"] = w.loss_chunk_tokens
     if w.lora is not None:
         d["lora_r"] = w.lora.r
     if w.frozen:

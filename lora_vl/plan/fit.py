@@ -5,7 +5,9 @@ adds the same weights, adapter, gradients, optimizer state and checkpoint), then
 the model's depth; the step's peak is the largest phase. Bytes that belong to the model
 (weights, adapters, gradients, optimizer state) do not depend on the batch; bytes that belong
 to the data (activations, logits, KV cache, inputs) are scaled with the number of tokens
-(micro-batch × length) — so one measured micro-batch predicts the others. Generation adds the
+(micro-batch × length) — so one measured micro-batch predicts the others; with a chunked loss
+(`model.loss_chunk_tokens`) the logits are one chunk's, so they grow with the labelled tokens
+only until those fill a chunk. Generation adds the
 decode steps: the last step's peak grows linearly with the tokens generated so far.
 
 What a card needs is a PREDICTION: the tracked peak (what `torch.cuda.max_memory_allocated`
@@ -97,11 +99,20 @@ class DepthFit:
         p = run.phases.get(phase) or run.phases.get(STAND_IN.get(phase, ""))
         return p.breakdown if p is not None else None
 
+    def scale(self, cat: str, token_scale: float) -> float:
+        """How a category's measured bytes grow when the tokens grow by `token_scale`."""
+        if cat not in DATA:
+            return 1.0
+        run = self.runs[0]
+        chunk, labelled = run.stats.get("loss_chunk", 0), run.stats.get("labelled_tokens", 0)
+        if cat == LOGITS and chunk and labelled:  # one chunk of min(chunk, labelled) rows at a time
+            return min(chunk, labelled * token_scale) / min(chunk, labelled)
+        return token_scale
+
     def phase_at(self, phase: str, layers: int, token_scale: float = 1.0) -> dict[str, int]:
         out = {}
         for cat, (a, b) in self.lines[phase].items():
-            v = (a + b * layers) * (token_scale if cat in DATA else 1.0)
-            out[cat] = max(0, round(v))
+            out[cat] = max(0, round((a + b * layers) * self.scale(cat, token_scale)))
         return out
 
     def predict(self, layers: int, token_scale: float = 1.0, new_tokens: int | None = None) -> Prediction:

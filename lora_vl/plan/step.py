@@ -217,6 +217,9 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
         stats["step_s"] = min(_timed(device, step)["step_s"] for _ in range(2))
     stats["step_s"] /= runs  # per micro-batch
     stats["micro_batches"] = runs
+    # a chunked loss's logits grow with the labelled tokens only up to one chunk (fit.py)
+    stats["labelled_tokens"] = int((batch["labels"][:, 1:] != IGNORE).sum())
+    stats["loss_chunk"] = w.loss_chunk_tokens
     if not math.isfinite(sum(float(p.detach().float().sum()) for p in trainable)):
         raise RuntimeError("the measured step produced non-finite weights")
     stats["autocast_gaps"] = sorted(tracker.autocast_gaps)

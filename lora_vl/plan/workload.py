@@ -80,10 +80,12 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
                 raise InputError(f"{path}: --stage 1, but the recipe has no stage1 section")
             st = r.stage1
             return shape, Workload("stage1", r.model.quantization, r.model.gradient_checkpointing, None, [],
-                                   st.optim, st.optim.micro_batch_size, st.data.max_length), notes
+                                   st.optim, st.optim.micro_batch_size, st.data.max_length,
+                                   loss_chunk_tokens=r.model.loss_chunk_tokens), notes
         st = r.stage2
         return shape, Workload("stage2", r.model.quantization, r.model.gradient_checkpointing, r.lora, [],
-                               st.optim, st.optim.micro_batch_size, st.data.max_length), notes
+                               st.optim, st.optim.micro_batch_size, st.data.max_length,
+                               loss_chunk_tokens=r.model.loss_chunk_tokens), notes
     r = load_recipe(SafetyRecipe, path, overrides)
     if args.stage is not None:
         raise InputError("--stage applies to adapt recipes; a safety recipe has one stage")
@@ -94,7 +96,8 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
         return shape, eval_workload(r.model.quantization, [parent, r.lora], args, 16, 512, shape), notes
     st = getattr(r, r.method)
     w = Workload(r.method, r.model.quantization, r.model.gradient_checkpointing, r.lora, [parent],
-                 st.optim, st.optim.micro_batch_size, st.data.max_length)
+                 st.optim, st.optim.micro_batch_size, st.data.max_length,
+                 loss_chunk_tokens=r.model.loss_chunk_tokens)
     if r.method == "dpo":
         w.beta, w.dpo_loss = st.beta, st.loss
     return shape, w, notes

@@ -44,7 +44,7 @@ def stage1_setup(r: AdaptRecipe, base) -> tuple[Prepared, object]:
     """(stage 1 prepared for the loop, processor) on the checkpoint `base`."""
     model, processor = load_vlm(base, quantization=r.model.quantization)
     return projector_stage(model, r.model.quantization == "4bit", r.model.gradient_checkpointing,
-                           r.stage1.optim), processor
+                           r.stage1.optim, loss_chunk=r.model.loss_chunk_tokens), processor
 
 
 def stage2_setup(r: AdaptRecipe, base, projector: Path | None) -> tuple[Prepared, object]:
@@ -53,7 +53,7 @@ def stage2_setup(r: AdaptRecipe, base, projector: Path | None) -> tuple[Prepared
     if projector is not None:
         L.load_projector(model, projector)
     return lora_stage(model, r.model.quantization == "4bit", r.model.gradient_checkpointing, r.lora,
-                      r.stage2.optim), processor
+                      r.stage2.optim, loss_chunk=r.model.loss_chunk_tokens), processor
 
 
 def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:

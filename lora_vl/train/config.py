@@ -26,6 +26,11 @@ class ModelConfig:
     dtype: Literal["bfloat16", "float16", "float32"] = field("bfloat16", help="dtype of the composed checkpoint")
     quantization: Literal["4bit", "none"] = field("4bit", help="4bit = QLoRA (NF4, double quant); none = 16-bit LoRA")
     gradient_checkpointing: bool = field(True, help="recompute activations in backward to save memory")
+    loss_chunk_tokens: int = field(
+        0, help="compute the loss (token loss and DPO) on the labelled tokens only, this many at a time "
+        "(lm_head + cross-entropy per chunk, recomputed in backward), so no full-vocabulary logits tensor "
+        "exists; e.g. 1024. 0 = off: the model's own loss over the full logits (default until measured on a GPU)",
+        range=NON_NEGATIVE)
 
     def validate(self, where: str) -> None:
         if self.base is None and (self.lm is None or self.vision is None):

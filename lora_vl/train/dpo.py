@@ -21,16 +21,22 @@ import torch
 import torch.nn.functional as F
 
 from lora_vl.data.encode import IGNORE
+from lora_vl.train.chunked import labelled_token_logps
 
 
-def sequence_logps(model, batch: dict, average: bool = False) -> torch.Tensor:
-    """Sum (or mean) of log p(token) over each row's labelled tokens; shape (rows,)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs).logits[:, :-1].float()
+def sequence_logps(model, batch: dict, average: bool = False, chunk: int = 0) -> torch.Tensor:
+    """Sum (or mean) of log p(token) over each row's labelled tokens; shape (rows,). `chunk` > 0:
+    only the labelled positions are scored, `chunk` at a time (`train/chunked.py`)."""
     labels = batch["labels"][:, 1:]
-    token_logps = -F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    counts = (labels != IGNORE).sum(1)
-    total = token_logps.sum(1)
+    if chunk:
+        token_logps, rows = labelled_token_logps(model, batch, chunk)
+        total = token_logps.new_zeros(labels.shape[0]).index_add(0, rows, token_logps)
+    else:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits[:, :-1].float()
+        token_logps = -F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+        total = token_logps.sum(1)
+    counts = (labels != IGNORE).sum(1).to(total.device)
     return total / counts.clamp(min=1) if average else total
 
 
@@ -54,9 +60,10 @@ class DpoLoss:
     loss_type: str
     label_smoothing: float = 0.0
     reference: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    chunk: int = 0  # > 0: log-probs over the labelled positions, this many at a time (no full logits)
 
     def logps(self, model, pairs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        lp = sequence_logps(model, pairs, average=self.loss_type == "ipo")
+        lp = sequence_logps(model, pairs, average=self.loss_type == "ipo", chunk=self.chunk)
         return lp.chunk(2)
 
     def reference_logps(self, model, pairs: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,6 +47,7 @@ from lora_vl.data.check import machine_workers
 from lora_vl.data.feed import micro_batches
 from lora_vl.data.encode import IGNORE
 from lora_vl import distributed as dist
+from lora_vl.train.chunked import labelled_token_logps
 from lora_vl.train.config import OptimConfig
 
 
@@ -61,16 +62,23 @@ class LoopResult:
     data_seconds: float = 0.0  # of `seconds`, spent waiting for batches
 
 
+@dataclass
 class TokenLoss:
     """The default loss: next-token cross-entropy of the model, summed over the micro-batch's
     labelled tokens and divided by `num_items` (the step's token count): HF's
-    `num_items_in_batch`, so a step's micro-batches add up to the mean over all its tokens."""
+    `num_items_in_batch`, so a step's micro-batches add up to the mean over all its tokens.
+    `chunk` > 0: the same sum computed over the labelled positions `chunk` at a time, without
+    the full-vocabulary logits (`train/chunked.py`); 0: the model's own loss."""
+    chunk: int = 0
 
     def count(self, batch: dict) -> int:
         return int((batch["labels"][:, 1:] != IGNORE).sum())
 
     def __call__(self, model, batch: dict, num_items: int) -> torch.Tensor:
-        return model(**batch, num_items_in_batch=num_items).loss
+        if not self.chunk:
+            return model(**batch, num_items_in_batch=num_items).loss
+        logps, _ = labelled_token_logps(model, batch, self.chunk)
+        return -logps.sum() / num_items
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:

@@ -45,23 +45,25 @@ class Prepared:
         return pixel_dtype(self.model)
 
 
-def projector_stage(model, quantized: bool, checkpointing: bool, optim) -> Prepared:
-    """Stage 1: the projector alone trains (fp32 master weights; autocast computes in bf16 on a GPU)."""
+def projector_stage(model, quantized: bool, checkpointing: bool, optim, loss_chunk: int = 0) -> Prepared:
+    """Stage 1: the projector alone trains (fp32 master weights; autocast computes in bf16 on a GPU).
+    `loss_chunk` (every stage): the recipe's `model.loss_chunk_tokens` (0: full logits)."""
     model = L.prepare_base(model, quantized, checkpointing)
     proj = L.projector_module(model)
     proj.float().requires_grad_(True)
-    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss())
+    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(loss_chunk))
 
 
-def lora_stage(model, quantized: bool, checkpointing: bool, lora, optim) -> Prepared:
+def lora_stage(model, quantized: bool, checkpointing: bool, lora, optim, loss_chunk: int = 0) -> Prepared:
     """Stage 2: a fresh LoRA on every LM linear plus the projector, at its own learning rate."""
     model = L.prepare_base(model, quantized, checkpointing)
     model = L.add_lora(model, lora, train_projector=True, seed=optim.seed)
-    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss())
+    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(loss_chunk))
 
 
 def safety_stage(model, method: str, quantized: bool, checkpointing: bool, lora, optim, parents: list,
-                 beta: float = 0.1, dpo_loss: str = "sigmoid", label_smoothing: float = 0.0) -> Prepared:
+                 beta: float = 0.1, dpo_loss: str = "sigmoid", label_smoothing: float = 0.0,
+                 loss_chunk: int = 0) -> Prepared:
     """Safety SFT or DPO: `parents` (adapter dirs or `UnsavedAdapter`s, the VL adapter first)
     stacked frozen, a new safety LoRA trains on top. DPO's reference is the same network with the
     safety adapter switched off."""
@@ -74,8 +76,9 @@ def safety_stage(model, method: str, quantized: bool, checkpointing: bool, lora,
     with L.quiet_peft():
         model.add_adapter(SAFETY, lora_config(lora, targets))
     activate(model, vl)
-    loss_fn = TokenLoss() if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
-                                                          reference=lambda: vl_only(model, vl))
+    loss_fn = TokenLoss(loss_chunk) if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
+                                                                    reference=lambda: vl_only(model, vl),
+                                                                    chunk=loss_chunk)
     return Prepared(model, L.param_groups(model, optim.lr, None), loss_fn)
 
 

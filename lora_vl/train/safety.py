@@ -75,7 +75,7 @@ def build_training(r: SafetyRecipe, base, parent: Path) -> tuple[Prepared, objec
     dpo = ({"beta": stage.beta, "dpo_loss": stage.loss, "label_smoothing": stage.label_smoothing}
            if r.method == "dpo" else {})
     st = safety_stage(model, r.method, r.model.quantization == "4bit", r.model.gradient_checkpointing,
-                      r.lora, stage.optim, [str(parent)], **dpo)
+                      r.lora, stage.optim, [str(parent)], loss_chunk=r.model.loss_chunk_tokens, **dpo)
     return st, processor, (TrainSet if r.method == "sft" else PairSet)(stage.data, processor)
 
 

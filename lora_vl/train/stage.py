@@ -103,8 +103,20 @@ def pixel_dtype(model):
     return next(p for n, p in model.named_parameters() if ".vision_tower." in n).dtype
 
 
+# Keys added after runs existed whose default computes what those runs computed: left out of the
+# fingerprint at that default, so a finished or checkpointed run is still recognised as itself.
+SILENT_DEFAULTS = {"loss_chunk_tokens": 0}
+
+
+def _fingerprinted(part):
+    if not dataclasses.is_dataclass(part):
+        return part
+    return {k: v for k, v in dataclasses.asdict(part).items()
+            if not (k in SILENT_DEFAULTS and v == SILENT_DEFAULTS[k])}
+
+
 def stage_fingerprint(*parts) -> str:
-    return fingerprint_obj([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts])
+    return fingerprint_obj([_fingerprinted(p) for p in parts])
 
 
 def write_stage_manifest(out_dir: Path, kind: str, recipe: dict, **fields) -> None:
