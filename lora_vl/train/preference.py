@@ -29,6 +29,9 @@ class PairSet(TrainSet):
         """`check`: TrainSet's `cache` and `workers`."""
         super().__init__(cfg, processor, records=read_sources(cfg, holds="pairs"), **check)
 
+    def _judge_many(self, records: list) -> list:
+        return [self._judge(p) for p in records]
+
     def encode(self, p: PreferencePair, with_pixels: bool = True) -> tuple[Encoded, Encoded]:
         check_pair(p)
         images = [load_rgb(i, p.where) for i in p.images] if with_pixels else [None] * len(p.images)
