@@ -121,3 +121,20 @@ def test_trainset_check_equals_the_per_record_judge(tokenizer, tmp_path):
                          chat_format=chat_format, bad_records="skip")
         data = TrainSet(cfg, proc, records=samples, workers=1)
         assert data._judge_many(samples) == [data._judge(s) for s in samples]
+
+
+@pytest.mark.parametrize("spans", [[], [(3, 9)], [(0, 4), (4, 7)], [(2, 8), (5, 12)], [(9, 14), (1, 3)],
+                                   [(5, 5), (6, 6)], [(1, 20), (4, 6)]])
+def test_labels_are_the_tokens_starting_in_a_span(spans):
+    """`_label` bisects the spans' union; the rule it must keep: a token is learned iff it starts
+    inside some span (spans may touch, overlap, nest, come unsorted or be empty)."""
+    from lora_vl.data.encode import IGNORE, _label
+
+    starts = list(range(0, 22, 1))
+    token_ids = [100 + t for t in starts]
+    token_ids[10] = 7  # an image token: expanded, never learned
+    ids, labels = _label(token_ids, starts, spans, 7, 3)
+    want = []
+    for tok, start in zip(token_ids, starts):
+        want += [IGNORE] * 3 if tok == 7 else [tok if any(s <= start < e for s, e in spans) else IGNORE]
+    assert labels == want and len(ids) == len(want)

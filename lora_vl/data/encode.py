@@ -10,6 +10,7 @@ than the model's own (`chat_template`, e.g. LLaVA's stage-1 `plain`).
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import jinja2
@@ -231,13 +232,21 @@ def _render_with_spans(tokenizer, messages, n_images: int, add_generation_prompt
 def _label(token_ids, token_starts, spans, image_id, n_img_tokens) -> tuple[list[int], list[int]]:
     """Ids with each image token expanded to the encoder's count; labels: the token where it
     starts inside an assistant span, else IGNORE."""
+    merged: list[list[int]] = []  # the spans' union as disjoint sorted ranges, to bisect per token
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        elif s < e:
+            merged.append([s, e])
+    span_starts = [s for s, _ in merged]
     ids, labels = [], []
     for tok, start in zip(token_ids, token_starts):
         if tok == image_id:
             ids += [image_id] * n_img_tokens
             labels += [IGNORE] * n_img_tokens
             continue
-        learn = any(s <= start < e for s, e in spans)
+        k = bisect_right(span_starts, start) - 1
+        learn = k >= 0 and start < merged[k][1]
         ids.append(tok)
         labels.append(tok if learn else IGNORE)
     return ids, labels
