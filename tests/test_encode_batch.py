@@ -18,7 +18,9 @@ SHARED = Path(__file__).parents[2] / "shared" / "fixtures" / "tokenizers"  # Lla
 VOCABS = {"llama-spm": HERE, "phi-3": HERE, "llama-bpe": SHARED, "qwen2": SHARED}
 
 
-@pytest.fixture(scope="module", params=sorted(VOCABS))
+# Llama-3 and Qwen2 take ~20 s each to convert from GGUF: slow (the full suite runs them)
+@pytest.fixture(scope="module", params=[pytest.param(v, marks=pytest.mark.slow) if VOCABS[v] == SHARED else v
+                                        for v in sorted(VOCABS)])
 def tokenizer(request):
     folder = VOCABS[request.param]
     if not (folder / f"ggml-vocab-{request.param}.gguf").exists():
