@@ -191,10 +191,13 @@ def test_pair_check_cache_reused_and_invalidated(safety_world, tmp_path):
     assert check()[0] == n - 1
 
 
-def test_safety_build_checks_through_the_cache(safety_world, tmp_path):
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_safety_build_checks_through_the_cache(safety_world, tmp_path, method):
     from lora_vl.data.check import CheckCache
+    from safety_helpers import sft_recipe
 
-    r = dpo_recipe(safety_world, tmp_path / "run")
+    r = (sft_recipe if method == "sft" else dpo_recipe)(safety_world, tmp_path / "run")
     cache = CheckCache(tmp_path / "cache", {"data": "stamp"})
     data = build_training(r, safety_world["base"], safety_world["vl"], cache)[2]
-    assert cache.load(cache.key(r.dpo.data, "PairSet", data.processor, None), len(data)) is not None
+    key = cache.key(getattr(r, method).data, type(data).__name__, data.processor, data.chat_template)
+    assert cache.load(key, len(data)) is not None
