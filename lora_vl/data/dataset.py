@@ -96,9 +96,9 @@ def verify_images(sample: Sample) -> None:
 
 class TrainSet:
     """Samples of the recipe's mixture; subclasses change what a record is (see PairSet) by
-    passing `records` and overriding `encode`, `length`, `collate` and `_judge_many`. `workers` processes check
-    the records (default: sized to the machine); with `cache` the verdicts are reused when
-    nothing they depend on changed."""
+    passing `records` and overriding `encode`, `length`, `collate` and `_judge_many`. `workers`
+    processes check the records (default: sized to the machine); with `cache` the verdicts are
+    reused when nothing they depend on changed."""
 
     def __init__(self, cfg: DataConfig, processor, records: list | None = None, *,
                  cache: CheckCache | None = None, workers: int | None = None):
