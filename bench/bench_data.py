@@ -12,10 +12,11 @@ GGUF tokenizer (Llama-2 SentencePiece by default) given `<image>`, a pad token a
 as `compose` does, with CLIP-L/336 geometry (576 image tokens).
 
 "Before" is the same TrainSet with `encode_chat` taken from the commit this work started from
-(`--ref`, via `git show`), checked in one process (how it ran before); it is measured on the
-first `--ref-n` records and extrapolated. The toy-like run trains LoRA on a tiny Llava built as
-the tests build it, batches of 32, with batches built in the training process by the old encoder
-(before) and by DataLoader workers (after).
+(`--ref`, via `git show`), checked one record at a time in one process (how it ran before); it
+is measured on the first `--ref-n` records and extrapolated. "One by one" is today's encoder
+called per record (the check before records were tokenized a chunk at a time). The toy-like run
+trains LoRA on a tiny Llava built as the tests build it, batches of 32, with batches built in the
+training process by the old encoder (before) and by DataLoader workers (after).
 """
 from __future__ import annotations
 
@@ -111,6 +112,13 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+class OneByOne(TrainSet):
+    """The check as before batching: `encode_chat` (a tokenizer call) per record."""
+
+    def _judge_many(self, records):
+        return [self._judge(s) for s in records]
+
+
 def bench_check(label: str, path: Path, chat_format: str, proc, n: int, args, old, run_dir: Path) -> None:
     cfg = DataConfig(sources=[DataSource(format="llava_json", path=str(path))], max_length=2048,
                      chat_format=chat_format, bad_records="skip")
@@ -119,11 +127,15 @@ def bench_check(label: str, path: Path, chat_format: str, proc, n: int, args, ol
     new = dataset_mod.encode_chat
     dataset_mod.encode_chat = old
     try:
-        ref, t_ref = timed(lambda: TrainSet(ref_cfg, proc, workers=1))
+        ref, t_ref = timed(lambda: OneByOne(ref_cfg, proc, workers=1))
     finally:
         dataset_mod.encode_chat = new
     print(f"{label}: before (1 process, first {len(ref)} records): {len(ref) / t_ref:,.0f} rec/s "
           f"-> {n / (len(ref) / t_ref) / 60:,.1f} min for {n:,}")
+    if args.one_by_one:
+        one, t = timed(lambda: OneByOne(cfg, proc, workers=1))
+        print(f"{label}: a tokenizer call per record (as before batching), 1 process: {n / t:,.0f} rec/s, "
+              f"{t:,.1f} s for {n:,}")
     for workers in sorted({1, args.workers}):
         data, t = timed(lambda workers=workers: TrainSet(cfg, proc, workers=workers))
         print(f"{label}: after, {workers} process(es): {n / t:,.0f} rec/s, {t:,.1f} s for {n:,} "
@@ -183,6 +195,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=machine_workers(), help="check processes (after)")
     ap.add_argument("--ref", default="13f798f", help="commit whose encode_chat is 'before'")
     ap.add_argument("--ref-n", type=int, default=400, help="records the slow 'before' check measures")
+    ap.add_argument("--one-by-one", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the per-record check (this code, without batching)")
     ap.add_argument("--steps", type=int, default=6, help="steps of the toy-like run (0: skip it)")
     args = ap.parse_args()
     proc, old = processor(args.tokenizer), old_encode_chat(args.ref)

@@ -67,9 +67,9 @@ class Counting(TrainSet):
     """Counts the records actually checked (not answered from the cache)."""
     checked = 0
 
-    def _judge(self, s):
-        Counting.checked += 1
-        return super()._judge(s)
+    def _judge_many(self, records):
+        Counting.checked += len(records)
+        return super()._judge_many(records)
 
 
 def checked(cfg, proc, run_dir) -> tuple[int, tuple]:

@@ -148,3 +148,56 @@ def test_sequence_logps_equal_an_explicit_gather(safety_world, tmp_path):
         expected.append(total)
     torch.testing.assert_close(ours.double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-4)
     assert all(e < 0 for e in expected)
+
+
+class CountingPairs(PairSet):
+    """Counts the pairs actually checked (not answered from the cache)."""
+    checked = 0
+
+    def _judge(self, s):
+        CountingPairs.checked += 1
+        return super()._judge(s)
+
+
+def test_pair_check_cache_reused_and_invalidated(safety_world, tmp_path):
+    """DPO pairs use the data check's cache as `lora-vl adapt` does: a rerun re-checks nothing;
+    a changed data file or max_length re-checks."""
+    import json
+
+    from lora_vl.data.check import CheckCache
+    from lora_vl.train.stage import data_provenance
+
+    f = tmp_path / "pku.json"
+    f.write_text(safety_world["pku_saferlhf"].read_text())
+    r = dpo_recipe(safety_world, tmp_path / "run")
+    cfg = r.dpo.data
+    cfg.sources = cfg.sources[1:]
+    cfg.sources[0].path, cfg.sources[0].num_samples = str(f), None
+    _, processor = load_vlm(safety_world["base"], quantization="none")
+
+    def check() -> tuple[int, list]:
+        CountingPairs.checked = 0
+        data = CountingPairs(cfg, processor, cache=CheckCache(tmp_path / "cache", data_provenance(cfg)))
+        return CountingPairs.checked, data.lengths
+
+    n, lengths = check()
+    assert n == len(lengths) > 0
+    assert check() == (0, lengths)
+    cfg.max_length = 256
+    assert check()[0] == n
+    assert check()[0] == 0
+    rows = json.loads(f.read_text())
+    f.write_text(json.dumps(rows[:-1]))
+    assert check()[0] == n - 1
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_safety_build_checks_through_the_cache(safety_world, tmp_path, method):
+    from lora_vl.data.check import CheckCache
+    from safety_helpers import sft_recipe
+
+    r = (sft_recipe if method == "sft" else dpo_recipe)(safety_world, tmp_path / "run")
+    cache = CheckCache(tmp_path / "cache", {"data": "stamp"})
+    data = build_training(r, safety_world["base"], safety_world["vl"], cache)[2]
+    key = cache.key(getattr(r, method).data, type(data).__name__, data.processor, data.chat_template)
+    assert cache.load(key, len(data)) is not None

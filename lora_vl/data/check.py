@@ -40,26 +40,30 @@ def machine_workers() -> int:
     return max(1, cpus // dist.world_size())
 
 
-_judge: Callable[[int], Verdict] | None = None  # set in the parent before forking; workers inherit it
+Judge = Callable[[int, int], list[Verdict]]
+_judge: Judge | None = None  # set in the parent before forking; workers inherit it
 
 
 def _judge_chunk(span: tuple[int, int]) -> list[Verdict]:
-    return [_judge(i) for i in range(*span)]
+    return _judge(*span)
 
 
-def verdicts(judge: Callable[[int], Verdict], n: int, workers: int, desc: str = "checking data") -> Iterator[Verdict]:
-    """`judge(i)` for i in 0..n-1, in order, over `workers` forked processes (1: in this one).
-    A consumer that stops early (the first bad record under `bad_records: error`) ends the pool."""
+def verdicts(judge: Judge, n: int, workers: int, desc: str = "checking data") -> Iterator[Verdict]:
+    """The verdicts of records 0..n-1 in order, `judge(a, b)` giving those of records a..b-1
+    (a chunk at a time: records are encoded together), over `workers` forked processes (1: in
+    this one). A consumer that stops early (the first bad record under `bad_records: error`)
+    ends the pool."""
     bar = tqdm(total=n, desc=desc, unit="rec", leave=False, disable=not dist.is_main())
+    spans = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
     try:
         if workers <= 1 or n <= CHUNK:
-            for i in range(n):
-                yield judge(i)
-                bar.update(1)
+            for span in spans:
+                chunk = judge(*span)
+                yield from chunk
+                bar.update(len(chunk))
             return
         global _judge
         _judge = judge
-        spans = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
         with multiprocessing.get_context("fork").Pool(workers) as pool:
             for chunk in pool.imap(_judge_chunk, spans):
                 yield from chunk

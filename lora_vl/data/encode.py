@@ -10,6 +10,7 @@ than the model's own (`chat_template`, e.g. LLaVA's stage-1 `plain`).
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 
 import jinja2
@@ -80,24 +81,42 @@ def tokenize(tokenizer, text: str, image_id: int | None) -> tuple[list[int], lis
     SentencePiece tokenizer gives each piece its word-initial '▁'), and a leading BOS is the
     tokenizer's BOS id with the text after it tokenized as a fresh string, as `tokenizer(text)`
     does. Without an image token (a text-only LM) the placeholder is ordinary text."""
-    pieces = text.split(IMAGE_PLACEHOLDER) if image_id is not None else [text]
-    head: list[tuple[int, int]] = []  # (id, offset) before the first text piece
+    return tokenize_many(tokenizer, [text], image_id)[0]
+
+
+def tokenize_many(tokenizer, texts: list[str], image_id: int | None) -> list[tuple[list[int], list[int]]]:
+    """`tokenize` of each text, with the pieces of all texts in one tokenizer call: a fast
+    tokenizer encodes a batch in Rust threads and pays the call's Python cost once (the
+    data check: ~4x less tokenizer time per stage-1 record than a call per record)."""
     bos = tokenizer.bos_token
-    if bos and tokenizer.bos_token_id is not None and pieces[0].startswith(bos):
-        head, pieces[0] = [(tokenizer.bos_token_id, 0)], pieces[0][len(bos):]
-    starts, pos = [], len(bos) if head else 0
-    for piece in pieces:
-        starts.append(pos)
-        pos += len(piece) + len(IMAGE_PLACEHOLDER)
+    bos_id = tokenizer.bos_token_id if bos else None
+    plans, pieces = [], []  # per text: (leading BOS?, start offset of each piece)
+    for text in texts:
+        parts = text.split(IMAGE_PLACEHOLDER) if image_id is not None else [text]
+        head = bos_id is not None and parts[0].startswith(bos)
+        if head:
+            parts[0] = parts[0][len(bos):]
+        starts, pos = [], len(bos) if head else 0
+        for piece in parts:
+            starts.append(pos)
+            pos += len(piece) + len(IMAGE_PLACEHOLDER)
+        plans.append((head, starts))
+        pieces += parts
+    if not pieces:
+        return []
     enc = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = [t for t, _ in head], [o for _, o in head]
-    for k, (piece_ids, piece_offsets) in enumerate(zip(enc["input_ids"], enc["offset_mapping"])):
-        if k:
-            ids.append(image_id)
-            offsets.append(starts[k] - len(IMAGE_PLACEHOLDER))
-        ids += piece_ids
-        offsets += [starts[k] + s for s, _ in piece_offsets]
-    return ids, offsets
+    all_ids, all_offsets, at, out = enc["input_ids"], enc["offset_mapping"], 0, []
+    for head, starts in plans:
+        ids, offsets = ([bos_id], [0]) if head else ([], [])
+        for k, start in enumerate(starts):
+            if k:
+                ids.append(image_id)
+                offsets.append(start - len(IMAGE_PLACEHOLDER))
+            ids += all_ids[at + k]
+            offsets += [start + s for s, _ in all_offsets[at + k]]
+        at += len(starts)
+        out.append((ids, offsets))
+    return out
 
 
 def image_token_id(tokenizer) -> int | None:
@@ -157,28 +176,80 @@ def encode_chat(processor, messages, images=(), *, add_generation_prompt: bool =
     """
     tokenizer = processor.tokenizer
     images = list(images)
-    check_record(messages, len(images), where, need_assistant=not add_generation_prompt)
-    messages = llava_image_first(messages)
-    text = _render(tokenizer, messages, add_generation_prompt, chat_template, where)
-    spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where, chat_template)
+    text, spans = _render_with_spans(tokenizer, messages, len(images), add_generation_prompt, where, chat_template)
     image_id = image_token_id(tokenizer)
     token_ids, token_starts = tokenize(tokenizer, text, image_id)
     pixel_values = None
     if images and with_pixels:
         pixel_values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
     n_img_tokens = image_token_count(processor, _pixel_shape(processor, pixel_values)) if images else 0
+    ids, labels = _label(token_ids, token_starts, spans, image_id, n_img_tokens)
+    if max_length is not None and len(ids) > max_length:
+        ids, labels = _truncate(ids, labels, image_id, max_length, truncate, where)
+    return Encoded(ids, labels, pixel_values, len(images))
+
+
+def encode_lengths(processor, conversations, *, max_length: int | None = None, truncate: bool = False,
+                   chat_template: str | None = None) -> list[Encoded | BadRecord]:
+    """`encode_chat(messages, [None] * n_images, with_pixels=False, ...)` of each (messages,
+    n_images, where), the texts tokenized together (`tokenize_many`): the data check's path.
+    Each result is the Encoded or the BadRecord (an `Overlong` included) that encode_chat raises."""
+    tokenizer = processor.tokenizer
+    image_id = image_token_id(tokenizer)
+    n_img_tokens = image_token_count(processor, _pixel_shape(processor, None))
+    out, todo = [], []  # todo: (index in out, text, spans)
+    for messages, n_images, where in conversations:
+        try:
+            text, spans = _render_with_spans(tokenizer, messages, n_images, False, where, chat_template)
+        except BadRecord as e:
+            out.append(e)
+            continue
+        todo.append((len(out), text, spans))
+        out.append(None)
+    for (k, _, spans), (token_ids, token_starts) in zip(
+            todo, tokenize_many(tokenizer, [text for _, text, _ in todo], image_id)):
+        _, n_images, where = conversations[k]
+        ids, labels = _label(token_ids, token_starts, spans, image_id, n_img_tokens if n_images else 0)
+        try:
+            if max_length is not None and len(ids) > max_length:
+                ids, labels = _truncate(ids, labels, image_id, max_length, truncate, where)
+            out[k] = Encoded(ids, labels, None, n_images)
+        except BadRecord as e:
+            out[k] = e
+    return out
+
+
+def _render_with_spans(tokenizer, messages, n_images: int, add_generation_prompt: bool, where: str,
+                       chat_template: str | None) -> tuple[str, list[tuple[int, int]]]:
+    """The record checked, its image placed as LLaVA does, rendered; with its assistant spans."""
+    check_record(messages, n_images, where, need_assistant=not add_generation_prompt)
+    messages = llava_image_first(messages)
+    text = _render(tokenizer, messages, add_generation_prompt, chat_template, where)
+    spans = [] if add_generation_prompt else assistant_spans(tokenizer, messages, text, where, chat_template)
+    return text, spans
+
+
+def _label(token_ids, token_starts, spans, image_id, n_img_tokens) -> tuple[list[int], list[int]]:
+    """Ids with each image token expanded to the encoder's count; labels: the token where it
+    starts inside an assistant span, else IGNORE."""
+    merged: list[list[int]] = []  # the spans' union as disjoint sorted ranges, to bisect per token
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        elif s < e:
+            merged.append([s, e])
+    span_starts = [s for s, _ in merged]
     ids, labels = [], []
     for tok, start in zip(token_ids, token_starts):
         if tok == image_id:
             ids += [image_id] * n_img_tokens
             labels += [IGNORE] * n_img_tokens
             continue
-        learn = any(s <= start < e for s, e in spans)
+        k = bisect_right(span_starts, start) - 1
+        learn = k >= 0 and start < merged[k][1]
         ids.append(tok)
         labels.append(tok if learn else IGNORE)
-    if max_length is not None and len(ids) > max_length:
-        ids, labels = _truncate(ids, labels, image_id, max_length, truncate, where)
-    return Encoded(ids, labels, pixel_values, len(images))
+    return ids, labels
 
 
 def _pixel_shape(processor, pixel_values):

@@ -25,8 +25,12 @@ def check_pair(p: PreferencePair) -> None:
 class PairSet(TrainSet):
     """TrainSet's admission, skip counting and item access, over pairs instead of samples."""
 
-    def __init__(self, cfg: DataConfig, processor):
-        super().__init__(cfg, processor, records=read_sources(cfg, holds="pairs"))
+    def __init__(self, cfg: DataConfig, processor, **check):
+        """`check`: TrainSet's `cache` and `workers`."""
+        super().__init__(cfg, processor, records=read_sources(cfg, holds="pairs"), **check)
+
+    def _judge_many(self, records: list) -> list:
+        return [self._judge(p) for p in records]
 
     def encode(self, p: PreferencePair, with_pixels: bool = True) -> tuple[Encoded, Encoded]:
         check_pair(p)

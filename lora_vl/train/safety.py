@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from lora_vl.artifacts import fingerprint_files
+from lora_vl.data.check import CheckCache
 from lora_vl.data.dataset import TrainSet
 from lora_vl.handoff import open_adapter
 from lora_vl.data.config import DataConfig
@@ -68,15 +69,17 @@ def check_parent(parent: str | Path, base) -> Path:
     return adapter.path
 
 
-def build_training(r: SafetyRecipe, base, parent: Path) -> tuple[Prepared, object, object]:
-    """(the recipe's method prepared for the loop on `base` + frozen `parent`, processor, data set)."""
+def build_training(r: SafetyRecipe, base, parent: Path, cache: CheckCache | None = None
+                   ) -> tuple[Prepared, object, object]:
+    """(the recipe's method prepared for the loop on `base` + frozen `parent`, processor, data set);
+    `cache`: the data check's verdicts, as in `lora-vl adapt`."""
     stage = getattr(r, r.method)
     model, processor = load_vlm(base, quantization=r.model.quantization)
     dpo = ({"beta": stage.beta, "dpo_loss": stage.loss, "label_smoothing": stage.label_smoothing}
            if r.method == "dpo" else {})
     st = safety_stage(model, r.method, r.model.quantization == "4bit", r.model.gradient_checkpointing,
                       r.lora, stage.optim, [str(parent)], loss_chunk=r.model.loss_chunk_tokens, **dpo)
-    return st, processor, (TrainSet if r.method == "sft" else PairSet)(stage.data, processor)
+    return st, processor, (TrainSet if r.method == "sft" else PairSet)(stage.data, processor, cache=cache)
 
 
 def run_safety(r: SafetyRecipe) -> Path:
@@ -92,7 +95,8 @@ def run_safety(r: SafetyRecipe) -> Path:
     if finished(out / "adapter", fp):
         print(f"safety adapter already complete: {out / 'adapter'}")
         return out / "adapter"
-    st, processor, data = build_training(r, base, parent)
+    st, processor, data = build_training(r, base, parent,
+                                         CheckCache(out / "data-check" / r.method, provenance))
     model = st.model
     res = train(model, st.groups, data, stage.optim,
                 ckpt_dir=out / "checkpoints" / r.method, tb_dir=out / "tb" / r.method, fingerprint=fp,
