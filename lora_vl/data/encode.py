@@ -196,7 +196,9 @@ def encode_lengths(processor, conversations, *, max_length: int | None = None, t
     Each result is the Encoded or the BadRecord (an `Overlong` included) that encode_chat raises."""
     tokenizer = processor.tokenizer
     image_id = image_token_id(tokenizer)
-    n_img_tokens = image_token_count(processor, _pixel_shape(processor, None))
+    # as encode_chat: a text-only processor (no image_processor) is fine while no record has an image
+    with_images = any(n_images for _, n_images, _ in conversations)
+    n_img_tokens = image_token_count(processor, _pixel_shape(processor, None)) if with_images else 0
     out, todo = [], []  # todo: (index in out, text, spans)
     for messages, n_images, where in conversations:
         try:
