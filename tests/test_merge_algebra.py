@@ -69,9 +69,9 @@ def test_schedule_layers_ramp_and_module_weights():
 
 
 def test_small_lapack_calls_run_in_one_thread_and_restore_the_count():
-    """`one_thread` (why: docs/bench_merge.md, erratic multi-threaded eigh) sets one thread inside
+    """`one_thread` (why: lora_vl/threads.py, erratic multi-threaded eigh) sets one thread inside
     and gives the caller's count back, also when the call inside fails."""
-    from lora_vl.merge.algebra import one_thread
+    from lora_vl.threads import one_thread
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)

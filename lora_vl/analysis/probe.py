@@ -7,13 +7,13 @@ the prompts and measured on the held-out half, so no number is read off the prom
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 
 import torch
 
 from lora_vl.evaluation.metrics import wilson
+from lora_vl.threads import one_thread  # many small float64 problems
 
 
 def stratified_folds(labels: list[int], k: int, seed: int) -> list[int]:
@@ -117,18 +117,6 @@ def bootstrap_mean(x: torch.Tensor, n_boot: int, seed: int) -> tuple[float, floa
     g = torch.Generator().manual_seed(seed)
     means, _ = torch.sort(x[torch.randint(len(x), (n_boot, len(x)), generator=g)].mean(1))
     return float(means[int(0.025 * (n_boot - 1))]), float(means[int(math.ceil(0.975 * (n_boot - 1)))])
-
-
-@contextlib.contextmanager
-def one_thread():
-    """The probes are many small float64 problems: on a busy CPU, intra-op threads only wait on
-    each other (measured: one tiny op 150 µs with 2 threads vs 9 µs with 1 on a loaded 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def layer_separation(X: torch.Tensor, labels: list[int], fit: list[bool], folds: list[int], l2: float) -> dict:

@@ -6,13 +6,13 @@ d_out x d_in delta; here the SVD comes from QR of the stacked factors and an SVD
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from lora_vl.merge.io import LoraFactors
 from lora_vl.merge.methods import merge_method
+from lora_vl.threads import one_thread  # small eigh/SVD: see lora_vl/threads.py
 
 
 @dataclass
@@ -51,20 +51,6 @@ def split_svd(U: torch.Tensor, S: torch.Tensor, Vh: torch.Tensor, rank: int, dty
     root = S[:rank].sqrt()
     return LoraFactors((root[:, None] * Vh[:rank]).to(dtype).contiguous(),
                        (U[:, :rank] * root[None, :]).to(dtype).contiguous(), 1.0)
-
-
-@contextmanager
-def one_thread():
-    """Small LAPACK calls (eigh/SVD of a k x k matrix, k a few hundred) in one thread. With two
-    threads this torch build's eigensolver (MKL on an AVX2 CPU) took 0.01-1.5 s per 192 x 192 call,
-    erratically (threads waiting on each other, worst when another process shares the cores), against
-    4-16 ms in one thread (measured 2026-12-03); a TIES merge makes 7 such calls per module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def gram_basis(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

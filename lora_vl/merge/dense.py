@@ -20,9 +20,10 @@ import zlib
 
 import torch
 
-from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, one_thread, split_svd
+from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, split_svd
 from lora_vl.merge.io import LoraFactors
 from lora_vl.merge.methods import Setting, merge_method
+from lora_vl.threads import one_thread
 
 
 def trim_magnitude(t: torch.Tensor, density: float) -> torch.Tensor:
