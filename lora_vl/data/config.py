@@ -1,6 +1,7 @@
 """Recipe schema of the data section, shared by every training stage."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,12 +22,19 @@ class DataSource:
                           range=POSITIVE)
     num_samples: int | None = field(None, help="exact number of samples to take instead of weight",
                                    range=AT_LEAST_ONE)
+    id_pattern: str | None = field(None, help="keep only the records whose id this regular expression matches "
+                                   "(from the start), before weight / num_samples")
 
     def validate(self, where: str) -> None:
         fmt = formats.FORMATS.get(self.format)
         if fmt is None:
             raise RecipeError(f"{where}.format: unknown data format {self.format!r}; expected one of "
                               f"{formats.names()}")
+        if self.id_pattern is not None:
+            try:
+                re.compile(self.id_pattern)
+            except re.error as e:
+                raise RecipeError(f"{where}.id_pattern: not a regular expression ({e}): {self.id_pattern!r}") from None
         if self.image_folder is not None and not fmt.image_folder:
             raise RecipeError(f"{where}.image_folder: format {self.format!r} does not read image files "
                               "relative to a folder; remove image_folder")

@@ -9,6 +9,7 @@ lengths in memory.
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -81,6 +82,13 @@ def read_sources(cfg: DataConfig, holds: str = "samples") -> list:
             raise BadRecord(f"data source {src.path}: format {src.format!r} holds {fmt.holds}, read by "
                             f"{use}; expected one of {names(holds)}")
         records = fmt.read(src.path, image_folder=src.image_folder, split=src.split, revision=src.revision)
+        if src.id_pattern is not None:
+            kept = [r for r in records if re.match(src.id_pattern, str(r.id))]
+            if not kept:
+                raise BadRecord(f"data source {src.path}: id_pattern {src.id_pattern!r} matches none of its "
+                                f"{len(records)} record ids (e.g. {records[0].id!r})" if records else
+                                f"data source {src.path}: no records")
+            records = kept
         out += draw_subset(records, src, rng)
     return out
 

@@ -105,14 +105,21 @@ def pixel_dtype(model):
 
 # Keys added after runs existed whose default computes what those runs computed: left out of the
 # fingerprint at that default, so a finished or checkpointed run is still recognised as itself.
-SILENT_DEFAULTS = {"loss_chunk_tokens": 0}
+# Dropped at any depth (a data source's id_pattern sits in a list inside the stage's data).
+SILENT_DEFAULTS = {"loss_chunk_tokens": 0, "id_pattern": None}
+
+
+def _silenced(value):
+    if isinstance(value, dict):
+        return {k: _silenced(v) for k, v in value.items()
+                if not (k in SILENT_DEFAULTS and v == SILENT_DEFAULTS[k])}
+    if isinstance(value, list):
+        return [_silenced(v) for v in value]
+    return value
 
 
 def _fingerprinted(part):
-    if not dataclasses.is_dataclass(part):
-        return part
-    return {k: v for k, v in dataclasses.asdict(part).items()
-            if not (k in SILENT_DEFAULTS and v == SILENT_DEFAULTS[k])}
+    return _silenced(dataclasses.asdict(part)) if dataclasses.is_dataclass(part) else part
 
 
 def stage_fingerprint(*parts) -> str:
