@@ -2,7 +2,7 @@
 from a chat LM that is not one (e.g. SmolLM2-135M-Instruct complies with harmful asks).
 
 Chat SFT of the causal LM (the assistant tokens of text chats under the LM's own chat template)
-as a QLoRA adapter, through the kit's one training loop; then the adapter is folded into the
+as a LoRA adapter, through the kit's one training loop; then the adapter is folded into the
 LM's weights and the result saved as a plain causal-LM checkpoint (safetensors, tokenizer with
 its chat template, manifest) that `lora-vl adapt` composes like any other chat LLM. The fold is
 in float32 and saved in float32 by default: an alignment delta of a few hundred LoRA steps is
@@ -37,7 +37,9 @@ class AlignRecipe:
     lm: str = field(help="the chat LM to align (causal LM dir or hub id); its own chat template formats the chats")
     sft: StageConfig = field(help="chat SFT data (text chats, e.g. llava_json without images) and optimisation")
     lora: LoraSettings = field(default_factory=LoraSettings, help="LoRA settings of the alignment adapter")
-    quantization: Literal["4bit", "none"] = field("4bit", help="train over the LM in 4-bit (QLoRA) or not")
+    quantization: Literal["4bit", "none"] = field(
+        "none", help="none: LoRA over the LM's own weights, folded exactly; 4bit: QLoRA, whose adapter learned "
+        "against the NF4 weights and so does less when folded into the float ones (measured: docs/tutorial.md)")
     save_dtype: Literal["float32", "bfloat16", "float16"] = field(
         "float32", help="dtype of the folded checkpoint (float32 keeps a small alignment delta exactly)")
 
