@@ -76,9 +76,10 @@ def drop_input_grad_hooks(peft_model) -> None:
     peft_model.get_base_model().disable_input_require_grads()
 
 
-def add_lora(model, settings, train_projector: bool, seed: int = 0):
-    """Wrap `model` with a fresh LoRA (a recipe's `lora:` settings) on every LM linear."""
-    config = lora_config(settings, lora_target_regex(model), [PROJECTOR] if train_projector else None)
+def add_lora(model, settings, train_projector: bool, seed: int = 0, targets: str | None = None):
+    """Wrap `model` with a fresh LoRA (a recipe's `lora:` settings) on every LM linear of a Llava, or
+    on `targets` (PEFT's target_modules, e.g. "all-linear" for a causal LM)."""
+    config = lora_config(settings, targets or lora_target_regex(model), [PROJECTOR] if train_projector else None)
     torch.manual_seed(seed)
     with quiet_peft():
         peft_model = get_peft_model(model, config)

@@ -17,11 +17,11 @@ from types import SimpleNamespace
 from typing import Literal
 
 import torch
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 
 from lora_vl.data.dataset import TrainSet
 from lora_vl.errors import InputError
-from lora_vl.handoff import check_output, lora_config, read_manifest
+from lora_vl.handoff import check_output, read_manifest
 from lora_vl.models import lora as L
 from lora_vl.models.load import load_causal_lm
 from lora_vl.recipe import field
@@ -51,11 +51,8 @@ def prepare(r: AlignRecipe):
         raise InputError(f"{r.lm}: the tokenizer has no chat template; alignment formats chats with the "
                          "LM's own template (use a chat model, or add a template to tokenizer_config.json)")
     model = L.prepare_base(model, r.quantization == "4bit", gradient_checkpointing=False)
-    torch.manual_seed(r.sft.optim.seed)
-    with L.quiet_peft():  # PEFT's "all-linear" leaves out the output head
-        model = get_peft_model(model, lora_config(r.lora, "all-linear"))
-    L.drop_input_grad_hooks(model)
-    return model, tokenizer
+    # PEFT's "all-linear" leaves out the output head
+    return L.add_lora(model, r.lora, train_projector=False, seed=r.sft.optim.seed, targets="all-linear"), tokenizer
 
 
 def fold(lm: str, adapter: Path, dtype: str, out: Path) -> None:
@@ -76,8 +73,8 @@ def run_align(r: AlignRecipe) -> Path:
     if not finished(adapter, fp):
         model, tokenizer = prepare(r)
         data = TrainSet(r.sft.data, SimpleNamespace(tokenizer=tokenizer))
-        res = train(model, [{"params": [p for p in model.parameters() if p.requires_grad], "lr": r.sft.optim.lr}],
-                    data, r.sft.optim, ckpt_dir=out / "checkpoints", tb_dir=out / "tb", fingerprint=fp,
+        res = train(model, L.param_groups(model, r.sft.optim.lr, None), data, r.sft.optim,
+                    ckpt_dir=out / "checkpoints", tb_dir=out / "tb", fingerprint=fp,
                     desc="alignment (chat SFT)", loss_fn=TokenLoss())
         record = run_record(res, data)
 
