@@ -3,6 +3,7 @@ stage-2 data, the safety runs and merges sit on the adapt run's outputs, and the
 names files and benchmarks that exist."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,10 +70,11 @@ def test_real_study_starts_from_the_aligned_lm_and_limits_the_benchmarks_it_name
     align = read("recipes/real/align.yaml")
     assert study.llm == f"{align['output_dir']}/lm" and align["lm"] == "outputs/real/lm"
     suite = load_recipe(Suite, ROOT / study.suite, study.eval_overrides)
-    limits = {b.name: b.limit for b in suite.benchmarks}
-    # the overrides address benchmarks by position: the comments beside them must stay true
-    assert limits["sorry-bench-toy"] == 120 and limits["xstest-toy"] == 80 and limits["textqa-toy"] == 40
-    assert all(n is not None for n in limits.values()), limits
+    # the overrides address benchmarks by position: the name in the comment beside each must stay true
+    named = re.findall(r"benchmarks\.(\d+)\.limit=(\d+)\s+# ([\w-]+)", (ROOT / STUDIES["real"]).read_text())
+    assert len(named) == len(suite.benchmarks)
+    for i, limit, name in named:
+        assert (suite.benchmarks[int(i)].name, suite.benchmarks[int(i)].limit) == (name, int(limit))
 
 
 def test_study_recipe_errors_name_the_key():
