@@ -87,7 +87,7 @@ real-stages: outputs/real/lm world  ## every stage on the real LM + the toy worl
 	$(BIN)/lora-vl analyze recipes/analyze/real.yaml
 	$(BIN)/lora-vl plan recipes/real/adapt.yaml
 
-study-real: outputs/real/lm world  ## the study on the real LM: align SmolLM2-135M-Instruct, then VL adaptation, safety, merges, claims (~80 min on 2 cores)
+study-real: outputs/real/lm world  ## the study on the real LM: align SmolLM2-135M-Instruct, then VL adaptation, safety, merges, claims (~55 min on 2 cores; SEEDS="0 1": ~45 min more)
 	$(BIN)/lora-vl align recipes/real/align.yaml
 	$(BIN)/lora-vl study recipes/real/study.yaml --seeds $(SEEDS) --threads $(STUDY_THREADS)
 
