@@ -57,7 +57,7 @@ def stage2(safety_world):
     """Stage 2 as `lora-vl adapt` prepares it (LoRA + projector trained, checkpointing on), and a
     batch of 4 toy instructions with images."""
     model, proc = load_vlm(safety_world["base"], quantization="none")
-    st = S.lora_stage(model, False, True, LORA, OptimConfig())
+    st = S.lora_stage(model, S.BasePolicy(quantized=False, checkpointing=True), LORA, OptimConfig())
     perturb(st.model)
     data = TrainSet(DataConfig(sources=[DataSource(format="llava_json", path=str(safety_world["instruct"]),
                                                    num_samples=4)], max_length=256), proc)
@@ -154,14 +154,16 @@ def test_the_recipe_key_reaches_every_stage_loss(safety_world, tmp_path):
     st, _, _ = build_training(r, safety_world["base"], safety_world["vl"])
     assert st.loss_fn.chunk == 96
     model, _ = load_vlm(safety_world["base"], quantization="none")
-    assert S.projector_stage(model, False, False, OptimConfig(), loss_chunk=32).loss_fn == TokenLoss(32)
+    policy = S.BasePolicy(quantized=False, checkpointing=False, loss_chunk=32)
+    assert S.projector_stage(model, policy, OptimConfig()).loss_fn == TokenLoss(32)
     with pytest.raises(ValueError, match="at least 1"):
         labelled_token_logps(None, {}, 0)
 
 
-def test_runs_made_before_the_key_keep_their_fingerprint():
-    """At 0 (today's computation) the key is not in a stage's fingerprint, so a finished or
-    checkpointed run is still recognised; any other value is a different run."""
+def test_runs_made_before_the_keys_keep_their_fingerprint():
+    """At their defaults (today's computation) the memory keys added later (this one, and
+    `frozen_dtype`) are not in a stage's fingerprint, so a finished or checkpointed run is still
+    recognised; any other value is a different run."""
     import dataclasses as dc
 
     from lora_vl.artifacts import fingerprint_obj
@@ -169,6 +171,8 @@ def test_runs_made_before_the_key_keep_their_fingerprint():
     from lora_vl.train.stage import stage_fingerprint
 
     model = ModelConfig(base="b")
-    before = {k: v for k, v in dc.asdict(model).items() if k != "loss_chunk_tokens"}  # the ModelConfig of earlier runs
+    later = {"loss_chunk_tokens": 1024, "frozen_dtype": "compute"}  # keys the ModelConfig of earlier runs lacked
+    before = {k: v for k, v in dc.asdict(model).items() if k not in later}
     assert stage_fingerprint(model, "x") == fingerprint_obj([before, "x"])
-    assert stage_fingerprint(dc.replace(model, loss_chunk_tokens=1024), "x") != stage_fingerprint(model, "x")
+    for key, other in later.items():
+        assert stage_fingerprint(dc.replace(model, **{key: other}), "x") != stage_fingerprint(model, "x"), key

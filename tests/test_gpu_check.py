@@ -38,15 +38,16 @@ def test_dry_run_lists_each_check_with_its_budget_and_writes_them_skipped(tmp_pa
     assert TOP_KEYS <= set(rep) and rep["dry_run"] and rep["finished"] and rep["ok"]
     assert set(rep["versions"]) >= {"torch", "transformers", "bitsandbytes", "peft"}
     names = [c["name"] for c in rep["checks"]]
-    assert names == ["plan-stage2-1x2048", "plan-stage2-4x2048", "bench-train-llava7b", "eval-vllm"]
+    assert names == ["plan-stage2-1x2048", "plan-stage2-4x2048-lean", "bench-train-llava7b", "eval-vllm"]
     assert all(c["status"] == "skipped" and c["reason"] == "dry run" for c in rep["checks"])
     budgets = {c["name"]: c["budget_s"] for c in rep["checks"]}
     assert budgets["bench-train-llava7b"] == 99 and rep["budget_s"] == sum(budgets.values())
     for c, mb in zip(rep["checks"][:2], (1, 4)):
         cmd = c["command"]
         assert "lora_vl.cli plan recipes/paper/adapt_llama2_chat_7b.yaml --stage 2" in cmd
-        assert f"stage2.optim.micro_batch_size={mb} stage2.data.max_length=2048 --measure" in cmd
-        assert f"{c['name']:<20} {c['budget_s']:>5g} s  {cmd}" in res.stdout  # printed: name, budget, command
+        lean = " model.frozen_dtype=compute model.loss_chunk_tokens=1024" if mb == 4 else ""
+        assert f"stage2.optim.micro_batch_size={mb} stage2.data.max_length=2048{lean} --measure" in cmd
+        assert f"{c['name']:<24} {c['budget_s']:>5g} s  {cmd}" in res.stdout  # printed: name, budget, command
     assert "bench/bench_train.py --preset llava7b --json" in rep["checks"][2]["command"]
     assert "--backends hf vllm" in rep["checks"][3]["command"]
     assert sum(gc.BUDGETS[k] for k in ("plan", "plan", "train", "eval")) <= 9 * 60  # the defaults: ≤ 9 min
@@ -118,7 +119,7 @@ def test_the_tools_real_json_reads_as_predicted_vs_measured(tiny_bases, tmp_path
         "--work", str(work),
         "--command", f"plan-stage2-1x2048={py} -m lora_vl.cli plan {recipe}"
                      f" --layers 1,2 --measure --measure-device cpu --json {work / 'plan_1x2048.json'}",
-        "--command", f"plan-stage2-4x2048={py} -c 'raise SystemExit(1)'",
+        "--command", f"plan-stage2-4x2048-lean={py} -c 'raise SystemExit(1)'",
         "--command", f"bench-train-llava7b={py} bench/bench_train.py --preset smoke --quant none "
                      f"--json {work / 'bench_train.json'}"])
     checks = gc.default_checks(a)
@@ -132,7 +133,7 @@ def test_the_tools_real_json_reads_as_predicted_vs_measured(tiny_bases, tmp_path
     assert plan["measured"]["device"] == "cpu" and plan["measured"]["micro_batch_s"] > 0
     assert abs(plan["comparison"]["memory_error"]) <= 0.10 and plan["comparison"]["memory_within_10pct"]
     assert plan["raw"]["prediction"]["allocator_bytes"] > 0  # the planner's own JSON, kept
-    assert by["plan-stage2-4x2048"]["status"] == "failed"
+    assert by["plan-stage2-4x2048-lean"]["status"] == "failed"
     train = by["bench-train-llava7b"]
     assert train["status"] == "ok", train.get("output_tail")
     assert train["measured"]["none"]["tokens_per_s"] > 0 and train["raw"]["preset"] == "smoke"

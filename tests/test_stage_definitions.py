@@ -68,8 +68,9 @@ def assert_same_stage(trained, plan, optim) -> None:
 def test_adapt_stages_plan_the_model_they_train(safety_world, tmp_path, stage):
     r = adapt_recipe(safety_world, tmp_path / "run")
     trained = stage1_setup(r, r.model.base)[0] if stage == 1 else stage2_setup(r, r.model.base, None)[0]
-    plan, _ = planned(r, tmp_path, "--stage", str(stage))
+    plan, w = planned(r, tmp_path, "--stage", str(stage))
     assert_same_stage(trained, plan, r.stage1.optim if stage == 1 else r.stage2.optim)
+    assert w.policy == S.BasePolicy.of(r.model)
     if stage == 2:  # the projector at its own learning rate, LoRA at the stage's
         assert sorted(g[0] for g in optimizer_groups(plan, r.stage2.optim)) == [2e-5, 2e-4]
 
@@ -80,9 +81,11 @@ def test_safety_stages_plan_the_model_they_train(safety_world, tmp_path, method)
     r = make(safety_world, tmp_path / "run", lr=3e-3, weight_decay=0.05)
     r.model.gradient_checkpointing = True
     r.model.loss_chunk_tokens = 40
+    r.model.frozen_dtype = "compute"
     trained = build_training(r, safety_world["base"], safety_world["vl"])[0]
     plan, w = planned(r, tmp_path)
     assert_same_stage(trained, plan, getattr(r, method).optim)
+    assert w.policy == S.BasePolicy.of(r.model) == S.BasePolicy(True, True, 40, "compute")
     if method == "dpo":
         assert (plan.loss_fn.beta, plan.loss_fn.loss_type) == (trained.loss_fn.beta, trained.loss_fn.loss_type)
 

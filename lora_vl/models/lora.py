@@ -19,6 +19,7 @@ from lora_vl.handoff import check_finite, lora_config
 
 PROJECTOR = "multi_modal_projector"
 LM_PREFIX = "model.language_model."
+FROZEN_DTYPES = ("float32", "compute")  # a recipe's model.frozen_dtype (see prepare_base)
 
 
 def lm_linear_names(model) -> list[str]:
@@ -43,15 +44,21 @@ def freeze_all(model) -> None:
         p.requires_grad_(False)
 
 
-def prepare_base(model, quantized: bool, gradient_checkpointing: bool):
-    """Freeze the base (for 4-bit: PEFT's k-bit preparation, fp32 norms); non-reentrant activation
-    checkpointing through transformers' current API (PEFT would call the deprecated
-    `gradient_checkpointing_enable`).
+def prepare_base(model, quantized: bool, gradient_checkpointing: bool, frozen_dtype: str = "float32"):
+    """Freeze the base. For 4-bit with `frozen_dtype` "float32": PEFT's k-bit preparation, which
+    stores every frozen weight that is not 4-bit (vision tower, embeddings, norms, lm_head) in fp32;
+    with "compute" they stay in the dtype they were loaded in (the compute dtype), as a 16-bit base
+    always does: half the bytes on a bf16 GPU, and the LM's residual stream (hence its checkpoints)
+    stays bf16 because the embedding output is. The fp32 numerics that matter are the ops' own
+    (RMSNorm and the loss upcast inside). Non-reentrant activation checkpointing through
+    transformers' current API (PEFT would call the deprecated `gradient_checkpointing_enable`).
 
     Non-reentrant checkpointing needs no input that requires grad, yet transformers (and PEFT,
     see `quiet_peft`) hook every input embedding to require it — the frozen CLIP's patch
     embedding too, which sends backward through the whole vision tower. The hooks are removed."""
-    if quantized:
+    if frozen_dtype not in FROZEN_DTYPES:
+        raise ValueError(f"frozen_dtype {frozen_dtype!r}: expected one of {FROZEN_DTYPES}")
+    if quantized and frozen_dtype == "float32":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         freeze_all(model)
@@ -59,6 +66,14 @@ def prepare_base(model, quantized: bool, gradient_checkpointing: bool):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.disable_input_require_grads()
     return model
+
+
+def train_in_float32(model) -> None:
+    """What trains keeps fp32 master weights whatever the base's dtype (a bf16 Adam update rounds
+    small steps away); PEFT makes LoRA factors fp32 already, not a trained projector copy."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
 
 
 @contextlib.contextmanager

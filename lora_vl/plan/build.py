@@ -79,6 +79,13 @@ class Workload:
     beta: float = 0.1  # DPO
     dpo_loss: str = "sigmoid"
     loss_chunk_tokens: int = 0  # the recipe's model.loss_chunk_tokens (0: full logits)
+    frozen_dtype: str = "float32"  # the recipe's model.frozen_dtype
+
+    @property
+    def policy(self) -> S.BasePolicy:
+        """The stage's base policy, as training makes it from the recipe's `model:` keys."""
+        return S.BasePolicy(self.quantization == "4bit", self.gradient_checkpointing, self.loss_chunk_tokens,
+                            self.frozen_dtype)
 
     @property
     def rows(self) -> int:
@@ -90,14 +97,12 @@ def prepare(model, w: Workload):
     """The stage's own preparation (`train/prepare.py`, `evaluation/model_io.py`): a `Prepared`
     for a training stage, the model for evaluation. Frozen adapters have no file yet: stacked as
     `UnsavedAdapter`s of the recipe's settings, the VL adapter first with its projector copy."""
-    quantized = w.quantization == "4bit"
     frozen = [UnsavedAdapter(s, projector=i == 0) for i, s in enumerate(w.frozen)]
     if w.kind == "eval":
         return prepare_eval(model, frozen)
+    policy = w.policy
     if w.kind == "stage1":
-        return S.projector_stage(model, quantized, w.gradient_checkpointing, w.optim, loss_chunk=w.loss_chunk_tokens)
+        return S.projector_stage(model, policy, w.optim)
     if w.kind == "stage2":
-        return S.lora_stage(model, quantized, w.gradient_checkpointing, w.lora, w.optim,
-                            loss_chunk=w.loss_chunk_tokens)
-    return S.safety_stage(model, w.kind, quantized, w.gradient_checkpointing, w.lora, w.optim, frozen,
-                          beta=w.beta, dpo_loss=w.dpo_loss, loss_chunk=w.loss_chunk_tokens)
+        return S.lora_stage(model, policy, w.lora, w.optim)
+    return S.safety_stage(model, w.kind, policy, w.lora, w.optim, frozen, beta=w.beta, dpo_loss=w.dpo_loss)

@@ -201,6 +201,7 @@ def describe_workload(w) -> dict:
     if w.kind != "eval":
         d["gradient_checkpointing"] = w.gradient_checkpointing
         d["loss_chunk_tokens"] = w.loss_chunk_tokens
+        d["frozen_dtype"] = w.frozen_dtype
     if w.lora is not None:
         d["lora_r"] = w.lora.r
     if w.frozen:

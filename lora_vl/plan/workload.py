@@ -55,6 +55,11 @@ def eval_workload(quantization: str, frozen: list, args, batch: int, new_tokens:
                     new_tokens=args.new_tokens or new_tokens)
 
 
+def memory_keys(model) -> dict:
+    """The recipe's `model:` keys that change the step's memory, as `Workload` fields."""
+    return {"loss_chunk_tokens": model.loss_chunk_tokens, "frozen_dtype": model.frozen_dtype}
+
+
 def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Workload, list[str]]:
     """(shape, workload, notes) for the recipe at `path` and the command-line choices."""
     kind = recipe_kind(path)
@@ -81,11 +86,11 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
             st = r.stage1
             return shape, Workload("stage1", r.model.quantization, r.model.gradient_checkpointing, None, [],
                                    st.optim, st.optim.micro_batch_size, st.data.max_length,
-                                   loss_chunk_tokens=r.model.loss_chunk_tokens), notes
+                                   **memory_keys(r.model)), notes
         st = r.stage2
         return shape, Workload("stage2", r.model.quantization, r.model.gradient_checkpointing, r.lora, [],
                                st.optim, st.optim.micro_batch_size, st.data.max_length,
-                               loss_chunk_tokens=r.model.loss_chunk_tokens), notes
+                               **memory_keys(r.model)), notes
     r = load_recipe(SafetyRecipe, path, overrides)
     if args.stage is not None:
         raise InputError("--stage applies to adapt recipes; a safety recipe has one stage")
@@ -97,7 +102,7 @@ def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Work
     st = getattr(r, r.method)
     w = Workload(r.method, r.model.quantization, r.model.gradient_checkpointing, r.lora, [parent],
                  st.optim, st.optim.micro_batch_size, st.data.max_length,
-                 loss_chunk_tokens=r.model.loss_chunk_tokens)
+                 **memory_keys(r.model))
     if r.method == "dpo":
         w.beta, w.dpo_loss = st.beta, st.loss
     return shape, w, notes

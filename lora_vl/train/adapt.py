@@ -19,7 +19,7 @@ from lora_vl.models.load import load_vlm
 from lora_vl.recipe import RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, StageConfig
 from lora_vl.train.loop import train
-from lora_vl.train.prepare import Prepared, lora_stage, projector_stage
+from lora_vl.train.prepare import BasePolicy, Prepared, lora_stage, projector_stage
 from lora_vl.train.stage import (check_run_output, data_provenance, ensure_base, finished, local_stamp,
                                  run_record, stage_fingerprint, stage_main, write_result,
                                  write_stage_manifest)
@@ -43,8 +43,7 @@ class AdaptRecipe:
 def stage1_setup(r: AdaptRecipe, base) -> tuple[Prepared, object]:
     """(stage 1 prepared for the loop, processor) on the checkpoint `base`."""
     model, processor = load_vlm(base, quantization=r.model.quantization)
-    return projector_stage(model, r.model.quantization == "4bit", r.model.gradient_checkpointing,
-                           r.stage1.optim, loss_chunk=r.model.loss_chunk_tokens), processor
+    return projector_stage(model, BasePolicy.of(r.model), r.stage1.optim), processor
 
 
 def stage2_setup(r: AdaptRecipe, base, projector: Path | None) -> tuple[Prepared, object]:
@@ -52,8 +51,7 @@ def stage2_setup(r: AdaptRecipe, base, projector: Path | None) -> tuple[Prepared
     model, processor = load_vlm(base, quantization=r.model.quantization)
     if projector is not None:
         L.load_projector(model, projector)
-    return lora_stage(model, r.model.quantization == "4bit", r.model.gradient_checkpointing, r.lora,
-                      r.stage2.optim, loss_chunk=r.model.loss_chunk_tokens), processor
+    return lora_stage(model, BasePolicy.of(r.model), r.lora, r.stage2.optim), processor
 
 
 def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:

@@ -31,6 +31,12 @@ class ModelConfig:
         "(lm_head + cross-entropy per chunk, recomputed in backward), so no full-vocabulary logits tensor "
         "exists; e.g. 1024. 0 = off: the model's own loss over the full logits (default until measured on a GPU)",
         range=NON_NEGATIVE)
+    frozen_dtype: Literal["float32", "compute"] = field(
+        "float32", help="dtype of the frozen weights that are not 4-bit (vision tower, embeddings, norms, "
+        "lm_head, a frozen projector copy) under 4-bit training: float32 = PEFT's k-bit preparation (default "
+        "until parity is measured on a GPU); compute = kept in the compute dtype (bf16 on a GPU): half their "
+        "bytes, and the LM's residual stream and checkpoints in bf16 too. What trains stays fp32 either way; "
+        "on a CPU the compute dtype is fp32, so the two are the same")
 
     def validate(self, where: str) -> None:
         if self.base is None and (self.lm is None or self.vision is None):

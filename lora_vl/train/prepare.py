@@ -45,29 +45,47 @@ class Prepared:
         return pixel_dtype(self.model)
 
 
-def projector_stage(model, quantized: bool, checkpointing: bool, optim, loss_chunk: int = 0) -> Prepared:
-    """Stage 1: the projector alone trains (fp32 master weights; autocast computes in bf16 on a GPU).
-    `loss_chunk` (every stage): the recipe's `model.loss_chunk_tokens` (0: full logits)."""
-    model = L.prepare_base(model, quantized, checkpointing)
+@dataclass(frozen=True)
+class BasePolicy:
+    """How a stage treats its base and computes its loss: the recipe's `model:` keys that shape the
+    step. Training makes it from the recipe (`of`), the planner from its workload, so a new memory
+    option is one field here and one use in `prepare`.
+    `loss_chunk`: `model.loss_chunk_tokens` (0: full logits); `frozen_dtype`: see `L.prepare_base`."""
+    quantized: bool
+    checkpointing: bool
+    loss_chunk: int = 0
+    frozen_dtype: str = "float32"
+
+    @classmethod
+    def of(cls, model_config) -> BasePolicy:
+        m = model_config
+        return cls(m.quantization == "4bit", m.gradient_checkpointing, m.loss_chunk_tokens, m.frozen_dtype)
+
+    def prepare(self, model):
+        return L.prepare_base(model, self.quantized, self.checkpointing, self.frozen_dtype)
+
+
+def projector_stage(model, policy: BasePolicy, optim) -> Prepared:
+    """Stage 1: the projector alone trains (fp32 master weights; autocast computes in bf16 on a GPU)."""
+    model = policy.prepare(model)
     proj = L.projector_module(model)
     proj.float().requires_grad_(True)
-    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(loss_chunk))
+    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(policy.loss_chunk))
 
 
-def lora_stage(model, quantized: bool, checkpointing: bool, lora, optim, loss_chunk: int = 0) -> Prepared:
+def lora_stage(model, policy: BasePolicy, lora, optim) -> Prepared:
     """Stage 2: a fresh LoRA on every LM linear plus the projector, at its own learning rate."""
-    model = L.prepare_base(model, quantized, checkpointing)
-    model = L.add_lora(model, lora, train_projector=True, seed=optim.seed)
-    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(loss_chunk))
+    model = L.add_lora(policy.prepare(model), lora, train_projector=True, seed=optim.seed)
+    L.train_in_float32(model)
+    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(policy.loss_chunk))
 
 
-def safety_stage(model, method: str, quantized: bool, checkpointing: bool, lora, optim, parents: list,
-                 beta: float = 0.1, dpo_loss: str = "sigmoid", label_smoothing: float = 0.0,
-                 loss_chunk: int = 0) -> Prepared:
+def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: list,
+                 beta: float = 0.1, dpo_loss: str = "sigmoid", label_smoothing: float = 0.0) -> Prepared:
     """Safety SFT or DPO: `parents` (adapter dirs or `UnsavedAdapter`s, the VL adapter first)
     stacked frozen, a new safety LoRA trains on top. DPO's reference is the same network with the
     safety adapter switched off."""
-    model = L.prepare_base(model, quantized, checkpointing)
+    model = policy.prepare(model)
     targets = L.lora_target_regex(model)  # before wrapping: the regex anchors on the base's module paths
     model = L.attach_adapters(model, parents, trainable=False)
     vl = list(model.peft_config)
@@ -76,9 +94,10 @@ def safety_stage(model, method: str, quantized: bool, checkpointing: bool, lora,
     with L.quiet_peft():
         model.add_adapter(SAFETY, lora_config(lora, targets))
     activate(model, vl)
-    loss_fn = TokenLoss(loss_chunk) if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
-                                                                    reference=lambda: vl_only(model, vl),
-                                                                    chunk=loss_chunk)
+    L.train_in_float32(model)
+    chunk = policy.loss_chunk
+    loss_fn = TokenLoss(chunk) if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
+                                                               reference=lambda: vl_only(model, vl), chunk=chunk)
     return Prepared(model, L.param_groups(model, optim.lr, None), loss_fn)
 
 

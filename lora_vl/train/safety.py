@@ -25,7 +25,7 @@ from lora_vl.recipe import POSITIVE, Range, RecipeError, field
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig, StageConfig
 from lora_vl.train.loop import train
 from lora_vl.train.preference import PairSet
-from lora_vl.train.prepare import SAFETY, Prepared, safety_stage
+from lora_vl.train.prepare import SAFETY, BasePolicy, Prepared, safety_stage
 from lora_vl.train.stage import (check_run_output, data_provenance, ensure_base, finished, local_stamp,
                                  run_record, stage_fingerprint, stage_main, write_result,
                                  write_stage_manifest)
@@ -77,8 +77,7 @@ def build_training(r: SafetyRecipe, base, parent: Path, cache: CheckCache | None
     model, processor = load_vlm(base, quantization=r.model.quantization)
     dpo = ({"beta": stage.beta, "dpo_loss": stage.loss, "label_smoothing": stage.label_smoothing}
            if r.method == "dpo" else {})
-    st = safety_stage(model, r.method, r.model.quantization == "4bit", r.model.gradient_checkpointing,
-                      r.lora, stage.optim, [str(parent)], loss_chunk=r.model.loss_chunk_tokens, **dpo)
+    st = safety_stage(model, r.method, BasePolicy.of(r.model), r.lora, stage.optim, [str(parent)], **dpo)
     return st, processor, (TrainSet if r.method == "sft" else PairSet)(stage.data, processor, cache=cache)
 
 
