@@ -40,6 +40,8 @@ ARMS = {  # name: (load dtype, frozen_dtype, training's autocast policy of this 
 
 
 def load_base(base: str, dtype: torch.dtype):
+    """The kit's 4-bit loading policy (`bnb_config`) at an explicit dtype: `models/load.py:load_pretrained`
+    picks the device's compute dtype, fp32 on a CPU, and this bench needs a GPU's bf16 on the CPU."""
     model = LlavaForConditionalGeneration.from_pretrained(
         base, dtype=dtype, use_safetensors=True, attn_implementation="sdpa", device_map={"": CPU},
         quantization_config=bnb_config(dtype))

@@ -57,8 +57,8 @@ class BasePolicy:
     frozen_dtype: str = "float32"
 
     @classmethod
-    def of(cls, model_config) -> BasePolicy:
-        m = model_config
+    def of(cls, m) -> BasePolicy:
+        """From a recipe's `model:` section (`ModelConfig`)."""
         return cls(m.quantization == "4bit", m.gradient_checkpointing, m.loss_chunk_tokens, m.frozen_dtype)
 
     def prepare(self, model):
