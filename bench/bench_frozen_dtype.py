@@ -1,14 +1,15 @@
-"""Parity of `model.frozen_dtype` (issue 17) on the toy world under a GPU's numerics, on the CPU.
+"""Parity of `model.frozen_dtype` and `model.trained_dtype` (issue 17) on the toy world under a
+GPU's numerics, on the CPU.
 
-On a CPU the compute dtype is fp32, so "compute" and "float32" are the same run; the option only
-changes numbers where the base loads in bf16 and training autocasts to bf16 (a GPU). This bench
+On a CPU the compute dtype is fp32, so "compute" and "float32" are the same run; the options only
+change numbers where the base loads in bf16 and training autocasts to bf16 (a GPU). This bench
 emulates that on the CPU, as the planner does: the toy base loaded 4-bit with bf16 compute, stage 1's
 projector, stage 2 prepared by the kit's own `lora_stage` under each policy, and N optimizer steps
 of the loop's own `accumulate` / `optimizer_step` under training's CUDA autocast policy realised on
 the CPU. Beside them, in the same run, the CPU's own fp32 run (today's CPU training). Same batches,
 same seed; a constant learning rate (the recipe's, no schedule) for all arms.
 
-    python bench/bench_frozen_dtype.py [--steps 20] [--micro-batch N] [--json OUT]
+    python bench/bench_frozen_dtype.py [--steps 20] [--micro-batch N] [--arms ARM ...] [--json OUT]
 
 Needs `make adapt` first (the toy base and stage 1's projector). Prints each arm's losses and the
 frozen non-4-bit bytes it holds.
@@ -32,11 +33,13 @@ from lora_vl.train.loop import accumulate, autocast_policy, make_optimizer, opti
 from lora_vl.train.prepare import BasePolicy, lora_stage
 
 CPU = torch.device("cpu")
-ARMS = {  # name: (load dtype, frozen_dtype, training's autocast policy of this device type)
-    "fp32 (CPU today)": (torch.float32, "float32", "cpu"),
-    "bf16, frozen float32 (GPU today)": (torch.bfloat16, "float32", "cuda"),
-    "bf16, frozen compute": (torch.bfloat16, "compute", "cuda"),
+ARMS = {  # name: (load dtype, frozen_dtype, trained_dtype, training's autocast policy of this device type)
+    "fp32 (CPU today)": (torch.float32, "float32", "float32", "cpu"),
+    "bf16, frozen float32 (GPU today)": (torch.bfloat16, "float32", "float32", "cuda"),
+    "bf16, frozen compute": (torch.bfloat16, "compute", "float32", "cuda"),
+    "bf16, frozen + trained compute": (torch.bfloat16, "compute", "compute", "cuda"),
 }
+REFERENCE = "bf16, frozen float32 (GPU today)"
 
 
 def load_base(base: str, dtype: torch.dtype):
@@ -55,11 +58,11 @@ def frozen_bytes(model) -> int:
 
 
 def run_arm(r: AdaptRecipe, arm: str, batches: list[dict]) -> dict:
-    dtype, frozen_dtype, autocast_on = ARMS[arm]
+    dtype, frozen_dtype, trained_dtype, autocast_on = ARMS[arm]
     torch.manual_seed(0)
     model = load_base(r.model.base_dir, dtype)
     L.load_projector(model, Path(r.output_dir) / "stage1/projector.safetensors")
-    policy = BasePolicy(True, r.model.gradient_checkpointing, r.model.loss_chunk_tokens, frozen_dtype)
+    policy = BasePolicy(True, r.model.gradient_checkpointing, r.model.loss_chunk_tokens, frozen_dtype, trained_dtype)
     st = lora_stage(model, policy, r.lora, r.stage2.optim)
     optim = r.stage2.optim
     optimizer = make_optimizer(st.groups, optim)
@@ -73,7 +76,9 @@ def run_arm(r: AdaptRecipe, arm: str, batches: list[dict]) -> dict:
         optimizer_step(st.trainable, optimizer, optim)
         losses.append(round(float(loss), 5))
     return {"losses": losses, "last5_mean": round(sum(losses[-5:]) / len(losses[-5:]), 5),
-            "frozen_non4bit_bytes": frozen_bytes(st.model), "seconds": round(time.time() - t0, 1)}
+            "last20_mean": round(sum(losses[-20:]) / len(losses[-20:]), 5),
+            "frozen_non4bit_bytes": frozen_bytes(st.model), "trained_dtype": str(st.trainable[0].dtype),
+            "seconds": round(time.time() - t0, 1)}
 
 
 def main() -> None:
@@ -82,6 +87,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--micro-batch", type=int, help="records per step (default: the recipe's stage-2 micro-batch)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), metavar="ARM",
+                    help="which arms to run (default: all): " + "; ".join(ARMS))
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,15 +98,18 @@ def main() -> None:
     mb = args.micro_batch or r.stage2.optim.micro_batch_size
     batches = [data.collate([data[(s * mb + i) % len(data)] for i in range(mb)]) for s in range(args.steps)]
     out = {"recipe": args.recipe, "steps": args.steps, "micro_batch": mb, "lr": r.stage2.optim.lr, "arms": {}}
-    for arm in ARMS:
+    for arm in args.arms:
         res = run_arm(r, arm, batches)
         out["arms"][arm] = res
         print(f"{arm:34s} loss first {res['losses'][0]:.4f} last-5 mean {res['last5_mean']:.4f} "
-              f"frozen non-4-bit {res['frozen_non4bit_bytes'] / 2**20:.2f} MiB  ({res['seconds']} s)")
-    ref = out["arms"]["bf16, frozen float32 (GPU today)"]["last5_mean"]
-    new = out["arms"]["bf16, frozen compute"]["last5_mean"]
-    out["relative_difference_last5"] = round(abs(new - ref) / ref, 5)
-    print(f"bf16 compute vs bf16 float32, last-5 mean loss: {out['relative_difference_last5']:.2%} apart")
+              f"last-20 mean {res['last20_mean']:.4f} frozen non-4-bit {res['frozen_non4bit_bytes'] / 2**20:.2f} MiB "
+              f"trained {res['trained_dtype']}  ({res['seconds']} s)")
+    ref = out["arms"].get(REFERENCE, {}).get("last5_mean")
+    out["relative_difference_last5"] = {}
+    for arm in out["arms"]:
+        if ref is not None and ARMS[arm][0] == torch.bfloat16 and arm != REFERENCE:
+            out["relative_difference_last5"][arm] = diff = round(abs(out["arms"][arm]["last5_mean"] - ref) / ref, 5)
+            print(f"{arm} vs {REFERENCE}, last-5 mean loss: {diff:.2%} apart")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

@@ -89,8 +89,10 @@ def run_case(case: str, work: Path, rank: int) -> dict:
     from lora_vl.merge.run import run
     from lora_vl.recipe import build
     before = proc_status()
+    name, _, overrides = case.partition("@")  # e.g. ties@svd_niter=0: a case with recipe keys changed
     params = {"sum": {}, "compress": {"rank": rank}, "ties": {"method": "ties", "rank": rank, "density": 0.5},
-              "dare": {"method": "dare", "rank": rank, "density": 0.5}}[case]
+              "dare": {"method": "dare", "rank": rank, "density": 0.5}}[name]
+    params = {**params, **{k: json.loads(v) for k, v in (kv.split("=") for kv in filter(None, overrides.split(";")))}}
     recipe = build(MergeRecipe, {"inputs": [{"path": str(work / "a")}, {"path": str(work / "b")}],
                                  "output": str(work / f"out_{case}"), "overwrite": True, **params})
     shutil.rmtree(recipe.output, ignore_errors=True)  # time the merge, not the removal of a previous output
@@ -209,7 +211,8 @@ def main() -> int:
     p.add_argument("--r1", type=int, default=128)
     p.add_argument("--r2", type=int, default=64)
     p.add_argument("--rank", type=int, default=128, help="target rank of compression / TIES / DARE")
-    p.add_argument("--cases", default="sum,compress,ties,dare", help="comma list of sum,compress,ties,dare")
+    p.add_argument("--cases", default="sum,compress,ties,dare", help="comma list of sum,compress,ties,dare; "
+                   "a case may change recipe keys: ties@svd_niter=0 (several: @k=v;k=v)")
     p.add_argument("--peft-layers", type=int, default=1, help="layers of the PEFT comparison model (0: skip)")
     p.add_argument("--peft-methods", default="svd,ties_svd")
     p.add_argument("--workdir", default=None, help="where adapters are written (default: a temp dir)")

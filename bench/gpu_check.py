@@ -11,7 +11,8 @@ stop the others:
                        prediction (made on the CPU, as users make it) vs torch.cuda.max_memory_allocated
                        and the measured step time
   plan-stage2-4x2048-lean  the same at micro-batch 4 × 2048 with the memory options that are not default
-                       yet (model.frozen_dtype=compute, model.loss_chunk_tokens=1024)
+                       yet (model.frozen_dtype=compute, model.trained_dtype=compute, model.loss_chunk_tokens=1024,
+                       model.offload_checkpoints=true)
   bench-train-llava7b  bench/bench_train.py --preset llava7b: tokens/s, peak GPU memory, MFU (4-bit, 16-bit)
   eval-vllm            a short `lora-vl eval` on a tiny Llava with the vLLM backend, beside the HF
                        backend on the same model (skipped "vllm not installed" when `import vllm` fails)
@@ -67,7 +68,9 @@ class Check:
     result: dict = field(default_factory=dict)
 
 
-LEAN = ["model.frozen_dtype=compute", "model.loss_chunk_tokens=1024"]  # the memory options not yet default
+# the memory options not yet default
+LEAN = ["model.frozen_dtype=compute", "model.trained_dtype=compute", "model.loss_chunk_tokens=1024",
+        "model.offload_checkpoints=true"]
 
 
 def default_checks(a) -> list[Check]:

@@ -161,9 +161,9 @@ def test_the_recipe_key_reaches_every_stage_loss(safety_world, tmp_path):
 
 
 def test_runs_made_before_the_keys_keep_their_fingerprint():
-    """At their defaults (today's computation) the memory keys added later (this one, and
-    `frozen_dtype`) are not in a stage's fingerprint, so a finished or checkpointed run is still
-    recognised; any other value is a different run."""
+    """At their defaults (today's computation) the memory keys added later (this one,
+    `frozen_dtype`, `trained_dtype`, `offload_checkpoints`) are not in a stage's fingerprint, so a
+    finished or checkpointed run is still recognised; any other value is a different run."""
     import dataclasses as dc
 
     from lora_vl.artifacts import fingerprint_obj
@@ -171,7 +171,9 @@ def test_runs_made_before_the_keys_keep_their_fingerprint():
     from lora_vl.train.stage import stage_fingerprint
 
     model = ModelConfig(base="b")
-    later = {"loss_chunk_tokens": 1024, "frozen_dtype": "compute"}  # keys the ModelConfig of earlier runs lacked
+    # keys the ModelConfig of earlier runs lacked
+    later = {"loss_chunk_tokens": 1024, "frozen_dtype": "compute", "trained_dtype": "compute",
+             "offload_checkpoints": True}
     before = {k: v for k, v in dc.asdict(model).items() if k not in later}
     assert stage_fingerprint(model, "x") == fingerprint_obj([before, "x"])
     for key, other in later.items():

@@ -45,7 +45,8 @@ def test_dry_run_lists_each_check_with_its_budget_and_writes_them_skipped(tmp_pa
     for c, mb in zip(rep["checks"][:2], (1, 4)):
         cmd = c["command"]
         assert "lora_vl.cli plan recipes/paper/adapt_llama2_chat_7b.yaml --stage 2" in cmd
-        lean = " model.frozen_dtype=compute model.loss_chunk_tokens=1024" if mb == 4 else ""
+        lean = (" model.frozen_dtype=compute model.trained_dtype=compute model.loss_chunk_tokens=1024"
+                " model.offload_checkpoints=true") if mb == 4 else ""
         assert f"stage2.optim.micro_batch_size={mb} stage2.data.max_length=2048{lean} --measure" in cmd
         assert f"{c['name']:<24} {c['budget_s']:>5g} s  {cmd}" in res.stdout  # printed: name, budget, command
     assert "bench/bench_train.py --preset llava7b --json" in rep["checks"][2]["command"]

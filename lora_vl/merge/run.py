@@ -11,7 +11,7 @@ import torch
 
 from lora_vl.artifacts import atomic_dir, atomic_write_json, fingerprint_files
 from lora_vl.handoff import MANIFEST, check_output as check_output_folder, make_manifest, same_location, write_manifest
-from lora_vl.merge import dense
+from lora_vl.merge import dense, scratch
 from lora_vl.merge.algebra import compress
 from lora_vl.merge.io import (CONFIG, WEIGHTS, AdapterFile, LoraFactors, MergeError, adapter_config, write_config,
                               write_weights)
@@ -94,16 +94,19 @@ def merge_dense(recipe: MergeRecipe, module: str, factors: list[LoraFactors | No
                 shape: tuple[int, int]):
     """One module of a dense method; a missing module is a zero delta."""
     present = [(i, f) for i, f in enumerate(factors) if f is not None]
-    deltas = [f.delta(torch.float32) if f is not None else torch.zeros(shape) for f in factors]
+    deltas = [f.delta(torch.float32, out=scratch.buffer(f"delta{i}", shape)) if f is not None
+              else scratch.buffer(f"delta{i}", shape).zero_() for i, f in enumerate(factors)]
     gens = [dense.module_generator(recipe.seed, module, i) for i in range(len(factors))]
     method = METHODS[recipe.method]
     M = method.combine(deltas, lams, gens, **method.values(recipe))
     del deltas
-    if not torch.any(M):
+    total_sq = dense.sum_of_squares(M)
+    if total_sq == 0.0:
         return None, None
     rank = recipe.rank or max(f.rank for _, f in present)
     start = torch.cat([f.A.float() for _, f in present]).T  # the inputs' row spaces (see factor_dense)
-    return dense.factor_dense(M, rank, recipe.svd, recipe.svd_niter, seed=recipe.seed, start=start)
+    return dense.factor_dense(M, rank, recipe.svd, recipe.svd_niter, seed=recipe.seed, start=start,
+                              total_sq=total_sq)
 
 
 def merged_modules(recipe: MergeRecipe, files: list[AdapterFile], shapes: dict[str, tuple[int, int]],
@@ -114,13 +117,15 @@ def merged_modules(recipe: MergeRecipe, files: list[AdapterFile], shapes: dict[s
     (`merge_into`) holds one module of each input and of the output at a time.
     """
     result.coefficients = module_coefficients(recipe, list(shapes))
+    buffers: dict = {}  # dense methods: full-size buffers kept from one module to the next (scratch.py)
     for m, shape in shapes.items():
         lams = result.coefficients[m]
         factors = [f.factors(m) if m in f.modules and lam != 0.0 else None for f, lam in zip(files, lams)]
         if all(f is None for f in factors):
             continue  # every coefficient is zero here: no delta, no module
         if METHODS[recipe.method].dense:
-            out, stats = merge_dense(recipe, m, factors, lams, shape)
+            with scratch.reuse(buffers):
+                out, stats = merge_dense(recipe, m, factors, lams, shape)
         else:
             out, stats = merge_factors(recipe, factors, lams)
         del factors

@@ -20,6 +20,7 @@ from lora_vl.handoff import check_finite, lora_config
 PROJECTOR = "multi_modal_projector"
 LM_PREFIX = "model.language_model."
 FROZEN_DTYPES = ("float32", "compute")  # a recipe's model.frozen_dtype (see prepare_base)
+TRAINED_DTYPES = ("float32", "compute")  # a recipe's model.trained_dtype (see trained_dtype)
 
 
 def lm_linear_names(model) -> list[str]:
@@ -68,12 +69,28 @@ def prepare_base(model, quantized: bool, gradient_checkpointing: bool, frozen_dt
     return model
 
 
-def train_in_float32(model) -> None:
-    """What trains keeps fp32 master weights whatever the base's dtype (a bf16 Adam update rounds
-    small steps away); PEFT makes LoRA factors fp32 already, not a trained projector copy."""
+def trained_dtype(model, setting: str) -> torch.dtype:
+    """The dtype a recipe's `model.trained_dtype` keeps the trained weights (LoRA factors, a trained
+    projector) in. "float32" (the default): fp32 master weights whatever the base's dtype, because
+    in bf16 an Adam update smaller than 2^-8 of its weight rounds away and micro-batch gradients
+    accumulate in bf16. "compute": the dtype the model computes in, read from the input embedding
+    before preparation casts anything (bf16 on a GPU; fp32 on a CPU, where the two are the same):
+    half the bytes of the weights, their gradients and Adam's states. fp16 is refused: fp16 weights
+    and gradients overflow without a loss scaler, which the loop does not run."""
+    if setting not in TRAINED_DTYPES:
+        raise ValueError(f"trained_dtype {setting!r}: expected one of {TRAINED_DTYPES}")
+    dtype = model.get_input_embeddings().weight.dtype if setting == "compute" else torch.float32
+    if dtype not in (torch.bfloat16, torch.float32):
+        raise InputError(f"model.trained_dtype: compute needs a bf16 or fp32 model; this one computes in {dtype} "
+                         "(fp16 weights overflow without a loss scaler): use model.trained_dtype: float32")
+    return dtype
+
+
+def train_in(model, dtype: torch.dtype) -> None:
+    """Cast what trains to `dtype` (PEFT makes LoRA factors fp32, a trained projector copy keeps the base's)."""
     for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+        if p.requires_grad and p.dtype != dtype:
+            p.data = p.data.to(dtype)
 
 
 @contextlib.contextmanager

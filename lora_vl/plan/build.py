@@ -80,12 +80,14 @@ class Workload:
     dpo_loss: str = "sigmoid"
     loss_chunk_tokens: int = 0  # the recipe's model.loss_chunk_tokens (0: full logits)
     frozen_dtype: str = "float32"  # the recipe's model.frozen_dtype
+    trained_dtype: str = "float32"  # the recipe's model.trained_dtype
+    offload_checkpoints: bool = False  # the recipe's model.offload_checkpoints
 
     @property
     def policy(self) -> S.BasePolicy:
         """The stage's base policy, as training makes it from the recipe's `model:` keys."""
         return S.BasePolicy(self.quantization == "4bit", self.gradient_checkpointing, self.loss_chunk_tokens,
-                            self.frozen_dtype)
+                            self.frozen_dtype, self.trained_dtype, self.offload_checkpoints)
 
     @property
     def rows(self) -> int:

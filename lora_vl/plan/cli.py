@@ -31,7 +31,7 @@ import torch
 from lora_vl.artifacts import atomic_write_json
 from lora_vl.errors import InputError
 from lora_vl.plan.cost import GPUS, Gpu, generation_seconds, step_seconds, train_flops
-from lora_vl.plan.fit import GIB, DepthFit, Overhead, Prediction, largest_micro_batch, transient_note
+from lora_vl.plan.fit import GIB, DepthFit, Overhead, Prediction, largest_micro_batch, line, transient_note
 from lora_vl.plan.step import measure, quiet_warnings
 from lora_vl.plan.tracker import OPTIM_PAGED
 from lora_vl.plan.workload import from_recipe
@@ -140,6 +140,9 @@ def plan(args) -> dict:
         secs = step_seconds(flops, gpu)
         out["time"] = {"flops_per_micro_batch": flops, "micro_batch_s": secs, "optimizer_step_s": secs * accum,
                        "accumulation": accum, "tokens_per_s": w.rows * w.length / secs}
+    if w.kind != "eval" and w.offload_checkpoints and all("host_offload_peak" in r.stats for r in runs):
+        a, b = line([r.layers for r in runs], [r.stats["host_offload_peak"] for r in runs])
+        out["prediction"]["host_offload_bytes"] = max(0, round((a + b * shape.layers) * scale))
     if args.measure:
         out["measure"] = measure_full(shape, w, args, pred)
     return out
@@ -202,6 +205,8 @@ def describe_workload(w) -> dict:
         d["gradient_checkpointing"] = w.gradient_checkpointing
         d["loss_chunk_tokens"] = w.loss_chunk_tokens
         d["frozen_dtype"] = w.frozen_dtype
+        d["trained_dtype"] = w.trained_dtype
+        d["offload_checkpoints"] = w.offload_checkpoints
     if w.lora is not None:
         d["lora_r"] = w.lora.r
     if w.frozen:
@@ -244,6 +249,8 @@ def report(p: dict, card: float) -> str:
     for cat, b in sorted(pr["breakdown"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  {cat:<44} {gib(b):>11}")
     lines.append(f"  {'= tracked peak':<44} {gib(pr['tracked_bytes']):>11}")
+    if "host_offload_bytes" in pr:
+        lines.append(f"  {'(host memory, pinned: offloaded checkpoints)':<44} {gib(pr['host_offload_bytes']):>11}")
     if pr["allocator_bytes"] != pr["tracked_bytes"]:
         lines.append(f"  {'  without paged optimizer state':<44} {gib(pr['allocator_bytes']):>11}")
     lines.append("  (the tracked peak without paged state is what torch.cuda.max_memory_allocated reports)")

@@ -18,10 +18,12 @@ import contextlib
 import math
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 from transformers.utils import logging as hf_logging
 
 from lora_vl.data.encode import IGNORE
@@ -31,6 +33,7 @@ from lora_vl.plan.build import Workload, build_llava, prepare
 from lora_vl.plan.shapes import ModelShape
 from lora_vl.plan.tracker import LiveBytes, PhasePeak
 from lora_vl.train.loop import accumulate, autocast_policy, make_optimizer, optimizer_step, to_device
+from lora_vl.train.offload import moves, saved_tensors
 from lora_vl.train.prepare import Prepared
 
 STEP_EVENT = "lora_vl.plan.step"  # the measured work, as it appears in a torch profiler trace
@@ -185,6 +188,8 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
     # second is the steady state (every later one is alike), so two of the step's `accum` are run
     runs = min(accum, 2)
     counts = [st.loss_fn.count(batch)] * runs
+    offload = HostOffload() if w.policy.offload and device.type != "cuda" else None
+    saved = offload.hooks if offload is not None else lambda: saved_tensors(w.policy.offload, device)
 
     def step(tracker=None, hooks=None):
         def on_phase(name):
@@ -194,7 +199,8 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
 
         with tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
             accumulate(model, 0, list(enumerate([batch] * runs)), counts, counts[0] * accum, accum, st.loss_fn, w.optim,
-                       device, st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase)
+                       device, st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase,
+                       saved=saved)
             _phase(tracker, "optimizer")
             optimizer_step(trainable, optimizer, w.optim)
 
@@ -223,7 +229,40 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
     if not math.isfinite(sum(float(p.detach().float().sum()) for p in trainable)):
         raise RuntimeError("the measured step produced non-finite weights")
     stats["autocast_gaps"] = sorted(tracker.autocast_gaps)
+    if offload is not None:
+        stats["host_offload_peak"] = offload.peak
     return tracker.finish(), params, stats
+
+
+class HostOffload:
+    """`model.offload_checkpoints` on the measuring CPU: the training hooks' choice of what moves
+    (`train/offload.py:moves`), with the move made out of the tracker's sight — the copy to host
+    memory untracked, the copy back a tracked allocation (on a GPU: the host-to-device copy) — so
+    the tracked peak is the GPU's with the offload. Host bytes alive are counted on the side."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+
+    def _pack(self, t: torch.Tensor):
+        if not moves(t):
+            return t
+        with _disable_current_modes():  # the tracker does not see host memory
+            host = t.detach().clone()
+        nbytes = host.untyped_storage().nbytes()
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(host.untyped_storage(), self._free, nbytes).atexit = False
+        return (host,)
+
+    def _free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+    @staticmethod
+    def _unpack(packed):
+        return packed[0].clone() if isinstance(packed, tuple) else packed
 
 
 def _phase(tracker, name):

@@ -57,7 +57,9 @@ def eval_workload(quantization: str, frozen: list, args, batch: int, new_tokens:
 
 def memory_keys(model) -> dict:
     """The recipe's `model:` keys that change the step's memory, as `Workload` fields."""
-    return {"loss_chunk_tokens": model.loss_chunk_tokens, "frozen_dtype": model.frozen_dtype}
+    return {"loss_chunk_tokens": model.loss_chunk_tokens, "frozen_dtype": model.frozen_dtype,
+            "trained_dtype": model.trained_dtype, "offload_checkpoints": model.offload_checkpoints}
+
 
 
 def from_recipe(path: str, overrides: list[str], args) -> tuple[ModelShape, Workload, list[str]]:

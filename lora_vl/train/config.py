@@ -37,6 +37,17 @@ class ModelConfig:
         "until parity is measured on a GPU); compute = kept in the compute dtype (bf16 on a GPU): half their "
         "bytes, and the LM's residual stream and checkpoints in bf16 too. What trains stays fp32 either way; "
         "on a CPU the compute dtype is fp32, so the two are the same")
+    trained_dtype: Literal["float32", "compute"] = field(
+        "float32", help="dtype of what trains (LoRA factors, a trained projector) and so of its gradients and "
+        "Adam states: float32 = fp32 master weights (default: in bf16 an update smaller than 2^-8 of its weight "
+        "rounds away, and micro-batch gradients accumulate in bf16); compute = the model's compute dtype (bf16 "
+        "on a GPU): half those bytes, about 2.4 GiB less for a 7B LoRA at r 128. fp16 models are refused; on a "
+        "CPU the two are the same")
+    offload_checkpoints: bool = field(
+        False, help="keep what the forward saves for the backward outside the checkpointed layers (the layer "
+        "inputs gradient checkpointing keeps, the LM head's input, the logits) in pinned host memory instead of "
+        "on the GPU, copied back in the backward: the activations line of `lora-vl plan` moves to host memory, "
+        "for two copies over PCIe per step. On a CPU nothing moves (the planner still accounts for it)")
 
     def validate(self, where: str) -> None:
         if self.base is None and (self.lm is None or self.vision is None):

@@ -31,10 +31,12 @@ SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the o
 @dataclass
 class Prepared:
     """A stage ready for the loop: the model, its optimizer parameter groups (params and lr; the
-    weight decay is the optimizer's) and its loss."""
+    weight decay is the optimizer's), its loss, and whether the loop offloads the forward's saved
+    tensors (`BasePolicy.offload`)."""
     model: object
     groups: list[dict]
     loss_fn: object
+    offload: bool = False
 
     @property
     def trainable(self) -> list[torch.Tensor]:
@@ -50,34 +52,44 @@ class BasePolicy:
     """How a stage treats its base and computes its loss: the recipe's `model:` keys that shape the
     step. Training makes it from the recipe (`of`), the planner from its workload, so a new memory
     option is one field here and one use in `prepare`.
-    `loss_chunk`: `model.loss_chunk_tokens` (0: full logits); `frozen_dtype`: see `L.prepare_base`."""
+    `loss_chunk`: `model.loss_chunk_tokens` (0: full logits); `frozen_dtype`: see `L.prepare_base`;
+    `trained_dtype`: see `L.trained_dtype`; `offload`: `model.offload_checkpoints` (`train/offload.py`)."""
     quantized: bool
     checkpointing: bool
     loss_chunk: int = 0
     frozen_dtype: str = "float32"
+    trained_dtype: str = "float32"
+    offload: bool = False
 
     @classmethod
     def of(cls, m) -> BasePolicy:
         """From a recipe's `model:` section (`ModelConfig`)."""
-        return cls(m.quantization == "4bit", m.gradient_checkpointing, m.loss_chunk_tokens, m.frozen_dtype)
+        return cls(m.quantization == "4bit", m.gradient_checkpointing, m.loss_chunk_tokens, m.frozen_dtype,
+                   m.trained_dtype, m.offload_checkpoints)
 
-    def prepare(self, model):
-        return L.prepare_base(model, self.quantized, self.checkpointing, self.frozen_dtype)
+    def prepare(self, model) -> tuple[object, torch.dtype]:
+        """The prepared base, and the dtype what trains on it is kept in (read before preparing)."""
+        trained = L.trained_dtype(model, self.trained_dtype)
+        return L.prepare_base(model, self.quantized, self.checkpointing, self.frozen_dtype), trained
 
 
 def projector_stage(model, policy: BasePolicy, optim) -> Prepared:
-    """Stage 1: the projector alone trains (fp32 master weights; autocast computes in bf16 on a GPU)."""
-    model = policy.prepare(model)
+    """Stage 1: the projector alone trains (fp32 master weights unless `trained_dtype`; autocast
+    computes in bf16 on a GPU)."""
+    model, trained = policy.prepare(model)
     proj = L.projector_module(model)
-    proj.float().requires_grad_(True)
-    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(policy.loss_chunk))
+    proj.to(trained).requires_grad_(True)
+    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(policy.loss_chunk),
+                    policy.offload)
 
 
 def lora_stage(model, policy: BasePolicy, lora, optim) -> Prepared:
     """Stage 2: a fresh LoRA on every LM linear plus the projector, at its own learning rate."""
-    model = L.add_lora(policy.prepare(model), lora, train_projector=True, seed=optim.seed)
-    L.train_in_float32(model)
-    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(policy.loss_chunk))
+    model, trained = policy.prepare(model)
+    model = L.add_lora(model, lora, train_projector=True, seed=optim.seed)
+    L.train_in(model, trained)
+    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(policy.loss_chunk),
+                    policy.offload)
 
 
 def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: list,
@@ -85,7 +97,7 @@ def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: l
     """Safety SFT or DPO: `parents` (adapter dirs or `UnsavedAdapter`s, the VL adapter first)
     stacked frozen, a new safety LoRA trains on top. DPO's reference is the same network with the
     safety adapter switched off."""
-    model = policy.prepare(model)
+    model, trained = policy.prepare(model)
     targets = L.lora_target_regex(model)  # before wrapping: the regex anchors on the base's module paths
     model = L.attach_adapters(model, parents, trainable=False)
     vl = list(model.peft_config)
@@ -94,11 +106,11 @@ def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: l
     with L.quiet_peft():
         model.add_adapter(SAFETY, lora_config(lora, targets))
     activate(model, vl)
-    L.train_in_float32(model)
+    L.train_in(model, trained)
     chunk = policy.loss_chunk
     loss_fn = TokenLoss(chunk) if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
                                                                reference=lambda: vl_only(model, vl), chunk=chunk)
-    return Prepared(model, L.param_groups(model, optim.lr, None), loss_fn)
+    return Prepared(model, L.param_groups(model, optim.lr, None), loss_fn, policy.offload)
 
 
 def activate(model, vl: list[str]) -> None:

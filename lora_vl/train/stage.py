@@ -106,7 +106,8 @@ def pixel_dtype(model):
 # Keys added after runs existed whose default computes what those runs computed: left out of the
 # fingerprint at that default, so a finished or checkpointed run is still recognised as itself.
 # Dropped at any depth (a data source's id_pattern sits in a list inside the stage's data).
-SILENT_DEFAULTS = {"loss_chunk_tokens": 0, "id_pattern": None, "frozen_dtype": "float32"}
+SILENT_DEFAULTS = {"loss_chunk_tokens": 0, "id_pattern": None, "frozen_dtype": "float32", "trained_dtype": "float32",
+                   "offload_checkpoints": False}
 
 
 def _silenced(value):
