@@ -45,14 +45,18 @@ def freeze_all(model) -> None:
         p.requires_grad_(False)
 
 
-def prepare_base(model, quantized: bool, gradient_checkpointing: bool, frozen_dtype: str = "float32"):
+def prepare_base(model, quantized: bool, gradient_checkpointing: bool, frozen_dtype: str = "float32",
+                 offload_checkpoints: bool = False):
     """Freeze the base. For 4-bit with `frozen_dtype` "float32": PEFT's k-bit preparation, which
     stores every frozen weight that is not 4-bit (vision tower, embeddings, norms, lm_head) in fp32;
     with "compute" they stay in the dtype they were loaded in (the compute dtype), as a 16-bit base
     always does: half the bytes on a bf16 GPU, and the LM's residual stream (hence its checkpoints)
     stays bf16 because the embedding output is. The fp32 numerics that matter are the ops' own
     (RMSNorm and the loss upcast inside). Non-reentrant activation checkpointing through
-    transformers' current API (PEFT would call the deprecated `gradient_checkpointing_enable`).
+    transformers' current API (PEFT would call the deprecated `gradient_checkpointing_enable`);
+    `offload_checkpoints`: its `offload`, which keeps each checkpointed layer's saved input (the
+    checkpoint) in pinned host memory on a GPU (torch's `save_on_cpu` around the layer's checkpoint;
+    a no-op on a CPU, where the planner emulates the move: `plan/step.py:HostOffload`).
 
     Non-reentrant checkpointing needs no input that requires grad, yet transformers (and PEFT,
     see `quiet_peft`) hook every input embedding to require it — the frozen CLIP's patch
@@ -64,7 +68,8 @@ def prepare_base(model, quantized: bool, gradient_checkpointing: bool, frozen_dt
     else:
         freeze_all(model)
     if gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              offload=offload_checkpoints)
         model.disable_input_require_grads()
     return model
 

@@ -15,6 +15,7 @@ depth, but each phase's peak is linear in the number of layers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 import warnings
@@ -33,7 +34,6 @@ from lora_vl.plan.build import Workload, build_llava, prepare
 from lora_vl.plan.shapes import ModelShape
 from lora_vl.plan.tracker import LiveBytes, PhasePeak
 from lora_vl.train.loop import accumulate, autocast_policy, make_optimizer, optimizer_step, to_device
-from lora_vl.train.offload import moves, saved_tensors
 from lora_vl.train.prepare import Prepared
 
 STEP_EVENT = "lora_vl.plan.step"  # the measured work, as it appears in a torch profiler trace
@@ -189,7 +189,8 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
     runs = min(accum, 2)
     counts = [st.loss_fn.count(batch)] * runs
     offload = HostOffload() if w.policy.offload and device.type != "cuda" else None
-    saved = offload.hooks if offload is not None else lambda: saved_tensors(w.policy.offload, device)
+    if offload is not None and not offload.install(model):
+        raise RuntimeError("offload_checkpoints: no checkpointed layer found to offload")
 
     def step(tracker=None, hooks=None):
         def on_phase(name):
@@ -199,8 +200,7 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
 
         with tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
             accumulate(model, 0, list(enumerate([batch] * runs)), counts, counts[0] * accum, accum, st.loss_fn, w.optim,
-                       device, st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase,
-                       saved=saved)
+                       device, st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase)
             _phase(tracker, "optimizer")
             optimizer_step(trainable, optimizer, w.optim)
 
@@ -235,34 +235,44 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
 
 
 class HostOffload:
-    """`model.offload_checkpoints` on the measuring CPU: the training hooks' choice of what moves
-    (`train/offload.py:moves`), with the move made out of the tracker's sight — the copy to host
-    memory untracked, the copy back a tracked allocation (on a GPU: the host-to-device copy) — so
-    the tracked peak is the GPU's with the offload. Host bytes alive are counted on the side."""
+    """`model.offload_checkpoints` on the measuring CPU, where transformers' offload (torch's
+    `save_on_cpu` around each layer's checkpoint) moves nothing: the same checkpoint call under
+    hooks that make the move out of the tracker's sight — the copy to host memory untracked, the
+    copy back a tracked allocation (on a GPU: the host-to-device copy) — so the tracked peak is the
+    GPU's with the offload. The host bytes alive are counted on the side."""
 
     def __init__(self):
         self.live = self.peak = 0
 
-    def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+    def install(self, model) -> int:
+        """Each checkpointed layer's checkpoint call under these hooks; returns how many layers."""
+        n = 0
+        for m in model.modules():
+            f = getattr(m, "_gradient_checkpointing_func", None)
+            if isinstance(f, functools.partial):
+                m._gradient_checkpointing_func = functools.partial(self._checkpoint, **f.keywords)
+                n += 1
+        return n
+
+    def _checkpoint(self, function, *args, **kwargs):
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+            return torch.utils.checkpoint.checkpoint(function, *args, **kwargs)
 
     def _pack(self, t: torch.Tensor):
-        if not moves(t):
-            return t
         with _disable_current_modes():  # the tracker does not see host memory
             host = t.detach().clone()
         nbytes = host.untyped_storage().nbytes()
         self.live += nbytes
         self.peak = max(self.peak, self.live)
         weakref.finalize(host.untyped_storage(), self._free, nbytes).atexit = False
-        return (host,)
+        return host
 
     def _free(self, nbytes: int) -> None:
         self.live -= nbytes
 
     @staticmethod
-    def _unpack(packed):
-        return packed[0].clone() if isinstance(packed, tuple) else packed
+    def _unpack(host: torch.Tensor) -> torch.Tensor:
+        return host.clone()
 
 
 def _phase(tracker, name):

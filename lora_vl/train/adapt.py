@@ -64,7 +64,7 @@ def train_stage1(r: AdaptRecipe, base, out: Path) -> Path:
     data = TrainSet(r.stage1.data, processor, cache=CheckCache(Path(r.output_dir) / "data-check/stage1", provenance))
     res = train(st.model, st.groups, data, r.stage1.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage1",
                 tb_dir=Path(r.output_dir) / "tb/stage1", fingerprint=fp, desc="stage 1 (projector)",
-                loss_fn=st.loss_fn, pixel_dtype=st.pixel_dtype, offload_checkpoints=st.offload)
+                loss_fn=st.loss_fn, pixel_dtype=st.pixel_dtype)
     record = run_record(res, data)
 
     def write(tmp: Path) -> None:
@@ -93,8 +93,7 @@ def train_stage2(r: AdaptRecipe, base, projector: Path | None, out: Path) -> Pat
 
     res = train(model, st.groups, data, r.stage2.optim, ckpt_dir=Path(r.output_dir) / "checkpoints/stage2",
                 tb_dir=Path(r.output_dir) / "tb/stage2", fingerprint=fp, desc="stage 2 (LoRA + projector)",
-                loss_fn=st.loss_fn, pixel_dtype=st.pixel_dtype, on_snapshot=snapshot,
-                offload_checkpoints=st.offload)
+                loss_fn=st.loss_fn, pixel_dtype=st.pixel_dtype, on_snapshot=snapshot)
     record = run_record(res, data)
 
     def write(tmp: Path) -> None:

@@ -44,14 +44,17 @@ class ModelConfig:
         "on a GPU): half those bytes, about 2.4 GiB less for a 7B LoRA at r 128. fp16 models are refused; on a "
         "CPU the two are the same")
     offload_checkpoints: bool = field(
-        False, help="keep what the forward saves for the backward outside the checkpointed layers (the layer "
-        "inputs gradient checkpointing keeps, the LM head's input, the logits) in pinned host memory instead of "
-        "on the GPU, copied back in the backward: the activations line of `lora-vl plan` moves to host memory, "
-        "for two copies over PCIe per step. On a CPU nothing moves (the planner still accounts for it)")
+        False, help="keep the activation checkpoints (each checkpointed layer's input) in pinned host memory "
+        "instead of on the GPU, copied back in the backward (transformers' checkpointing offload): most of the "
+        "activations line of `lora-vl plan` moves to host memory, for two copies over PCIe per step. Needs "
+        "gradient_checkpointing. On a CPU nothing moves (the planner still accounts for it)")
 
     def validate(self, where: str) -> None:
         if self.base is None and (self.lm is None or self.vision is None):
             raise RecipeError(f"{where}: give either 'base' (a Llava checkpoint) or both 'lm' and 'vision'")
+        if self.offload_checkpoints and not self.gradient_checkpointing:
+            raise RecipeError(f"{where}: offload_checkpoints offloads the activation checkpoints: it needs "
+                              "gradient_checkpointing: true")
 
 
 @dataclass

@@ -26,7 +26,6 @@ state, so a run resumes with any N.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import shutil
@@ -50,7 +49,6 @@ from lora_vl.data.encode import IGNORE
 from lora_vl import distributed as dist
 from lora_vl.train.chunked import labelled_token_logps
 from lora_vl.train.config import OptimConfig
-from lora_vl.train.offload import saved_tensors
 
 
 @dataclass
@@ -190,13 +188,12 @@ def autocast_policy(device_type: str, run_on: str | None = None):
 
 
 def micro_step(model, loss_fn, batch: dict, num_items: int, device, pixel_dtype, autocast,
-               on_phase: Callable[[str], None] | None = None, saved=None) -> torch.Tensor:
+               on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
     """Forward and backward of one micro-batch, its gradient added to `.grad`; its loss, detached.
-    `on_phase("forward" / "backward")` lets an observer (the planner's tracker) split the step;
-    `saved()`: the context of the forward's saved tensors (`offload.saved_tensors`)."""
+    `on_phase("forward" / "backward")` lets an observer (the planner's tracker) split the step."""
     if on_phase is not None:
         on_phase("forward")
-    with autocast, (saved() if saved is not None else contextlib.nullcontext()):
+    with autocast:
         loss = loss_fn(model, to_device(batch, device, pixel_dtype), max(num_items, 1))
     if on_phase is not None:
         on_phase("backward")
@@ -206,7 +203,7 @@ def micro_step(model, loss_fn, batch: dict, num_items: int, device, pixel_dtype,
 
 def accumulate(model, step: int, batches: list[tuple[int, dict]], counts: list[int], n_items: int,
                n_batches: int, loss_fn, cfg: OptimConfig, device, pixel_dtype, autocast=None,
-               on_phase: Callable[[str], None] | None = None, saved=None) -> torch.Tensor:
+               on_phase: Callable[[str], None] | None = None) -> torch.Tensor:
     """This process's micro-batches of one step, as (place k in the step, batch), gradients
     accumulated; their summed loss (float64). `n_items` / `n_batches`: the whole step's items and
     micro-batches over all processes. Each micro-batch's randomness (LoRA dropout) is seeded by
@@ -216,7 +213,7 @@ def accumulate(model, step: int, batches: list[tuple[int, dict]], counts: list[i
     for (k, batch), count in zip(batches, counts):
         torch.manual_seed(step_seed(cfg.seed, step, k))
         denom = n_items if cfg.loss_average == "token" else count * n_batches
-        loss = micro_step(model, loss_fn, batch, denom, device, pixel_dtype, autocast, on_phase, saved)
+        loss = micro_step(model, loss_fn, batch, denom, device, pixel_dtype, autocast, on_phase)
         step_loss += loss.double().cpu()
     return step_loss
 
@@ -243,7 +240,7 @@ def step_feed(trainset, sched: Schedule, start: int, workers: int) -> Iterator[l
 
 
 def accumulate_step(model, step: int, mine: list[tuple[int, dict]], loss_fn, cfg: OptimConfig, device,
-                    pixel_dtype, saved=None) -> tuple[float, int] | None:
+                    pixel_dtype) -> tuple[float, int] | None:
     """Forward + backward of one optimizer step's micro-batches on this process (`mine`, from
     `step_feed`), gradients summed over all processes. Returns (the step's loss, its token
     count), or None if every record of the step was skipped as bad (then nothing ran and no
@@ -255,20 +252,18 @@ def accumulate_step(model, step: int, mine: list[tuple[int, dict]], loss_fn, cfg
         dtype=torch.float64)).tolist()
     if n_batches == 0:
         return None
-    step_loss = accumulate(model, step, mine, counts, n_items, n_batches, loss_fn, cfg, device, pixel_dtype,
-                           saved=saved)
+    step_loss = accumulate(model, step, mine, counts, n_items, n_batches, loss_fn, cfg, device, pixel_dtype)
     return float(dist.all_reduce_sum(step_loss)), int(n_tokens)
 
 
 def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Path, tb_dir: Path,
           fingerprint: str, desc: str, loss_fn=None, pixel_dtype=torch.float32,
-          on_snapshot: Callable[[int], None] | None = None, data_workers: int | None = None,
-          offload_checkpoints: bool = False) -> LoopResult:
+          on_snapshot: Callable[[int], None] | None = None, data_workers: int | None = None) -> LoopResult:
     """Train to the end (or resume). `loss_fn` has `count(batch)` (items the step averages over)
     and `__call__(model, batch, num_items)` (this micro-batch's sum / num_items); default
     `TokenLoss`. `on_snapshot(step)` runs on rank 0 every `cfg.snapshot_every` steps.
     `data_workers` build batches ahead (default: the machine's data workers less one, leaving
-    the training process its CPU, at most 8). `offload_checkpoints`: see `train/offload.py`."""
+    the training process its CPU, at most 8)."""
     from torch.utils.tensorboard import SummaryWriter  # slow to import; only training needs it
 
     loss_fn = loss_fn or TokenLoss()
@@ -302,8 +297,7 @@ def train(model, groups: list[dict], trainset, cfg: OptimConfig, *, ckpt_dir: Pa
             t_step = time.time()
             batches = next(feed)
             data_s += time.time() - t_step  # time the step waited for its data
-            done = accumulate_step(model, step, batches, loss_fn, cfg, device, pixel_dtype,
-                                   saved=lambda: saved_tensors(offload_checkpoints, device))
+            done = accumulate_step(model, step, batches, loss_fn, cfg, device, pixel_dtype)
             if done is None:  # every record of this step was skipped as bad: not a training step
                 progress["skipped"] += 1
                 bar.update(1)

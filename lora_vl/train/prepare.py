@@ -31,12 +31,10 @@ SAFETY = "default"  # PEFT saves the adapter named "default" at the top of the o
 @dataclass
 class Prepared:
     """A stage ready for the loop: the model, its optimizer parameter groups (params and lr; the
-    weight decay is the optimizer's), its loss, and whether the loop offloads the forward's saved
-    tensors (`BasePolicy.offload`)."""
+    weight decay is the optimizer's) and its loss."""
     model: object
     groups: list[dict]
     loss_fn: object
-    offload: bool = False
 
     @property
     def trainable(self) -> list[torch.Tensor]:
@@ -53,7 +51,7 @@ class BasePolicy:
     step. Training makes it from the recipe (`of`), the planner from its workload, so a new memory
     option is one field here and one use in `prepare`.
     `loss_chunk`: `model.loss_chunk_tokens` (0: full logits); `frozen_dtype`: see `L.prepare_base`;
-    `trained_dtype`: see `L.trained_dtype`; `offload`: `model.offload_checkpoints` (`train/offload.py`)."""
+    `trained_dtype`: see `L.trained_dtype`; `offload`: `model.offload_checkpoints` (see `L.prepare_base`)."""
     quantized: bool
     checkpointing: bool
     loss_chunk: int = 0
@@ -70,7 +68,7 @@ class BasePolicy:
     def prepare(self, model) -> tuple[object, torch.dtype]:
         """The prepared base, and the dtype what trains on it is kept in (read before preparing)."""
         trained = L.trained_dtype(model, self.trained_dtype)
-        return L.prepare_base(model, self.quantized, self.checkpointing, self.frozen_dtype), trained
+        return L.prepare_base(model, self.quantized, self.checkpointing, self.frozen_dtype, self.offload), trained
 
 
 def projector_stage(model, policy: BasePolicy, optim) -> Prepared:
@@ -79,8 +77,7 @@ def projector_stage(model, policy: BasePolicy, optim) -> Prepared:
     model, trained = policy.prepare(model)
     proj = L.projector_module(model)
     proj.to(trained).requires_grad_(True)
-    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(policy.loss_chunk),
-                    policy.offload)
+    return Prepared(model, [{"params": list(proj.parameters()), "lr": optim.lr}], TokenLoss(policy.loss_chunk))
 
 
 def lora_stage(model, policy: BasePolicy, lora, optim) -> Prepared:
@@ -88,8 +85,7 @@ def lora_stage(model, policy: BasePolicy, lora, optim) -> Prepared:
     model, trained = policy.prepare(model)
     model = L.add_lora(model, lora, train_projector=True, seed=optim.seed)
     L.train_in(model, trained)
-    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(policy.loss_chunk),
-                    policy.offload)
+    return Prepared(model, L.param_groups(model, optim.lr, optim.lr_projector), TokenLoss(policy.loss_chunk))
 
 
 def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: list,
@@ -110,7 +106,7 @@ def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: l
     chunk = policy.loss_chunk
     loss_fn = TokenLoss(chunk) if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
                                                                reference=lambda: vl_only(model, vl), chunk=chunk)
-    return Prepared(model, L.param_groups(model, optim.lr, None), loss_fn, policy.offload)
+    return Prepared(model, L.param_groups(model, optim.lr, None), loss_fn)
 
 
 def activate(model, vl: list[str]) -> None:

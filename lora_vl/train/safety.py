@@ -100,7 +100,7 @@ def run_safety(r: SafetyRecipe) -> Path:
     res = train(model, st.groups, data, stage.optim,
                 ckpt_dir=out / "checkpoints" / r.method, tb_dir=out / "tb" / r.method, fingerprint=fp,
                 desc=f"safety {r.method} (LoRA on frozen VL adapter)", loss_fn=st.loss_fn,
-                pixel_dtype=st.pixel_dtype, offload_checkpoints=st.offload)
+                pixel_dtype=st.pixel_dtype)
     record = run_record(res, data)
 
     def write(tmp: Path) -> None:
