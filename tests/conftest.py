@@ -52,3 +52,10 @@ def toy_world(tmp_path_factory):
     from lora_vl.toy.scale import SCALES
 
     return write_world_data(tmp_path_factory.mktemp("world"), SCALES["test"])
+
+
+@pytest.fixture(scope="session")
+def shape(tiny_bases):
+    """The planner's shape of the tiny Llama + CLIP Llava (the planner's and the lean-memory tests)."""
+    from lora_vl.plan.shapes import base_shape
+    return base_shape(str(tiny_bases[("llama", "clip")]))

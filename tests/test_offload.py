@@ -10,7 +10,6 @@ import torch
 from lora_vl.plan import tracker as T
 from lora_vl.plan.build import Workload, build_llava, prepare
 from lora_vl.plan.fit import DepthFit
-from lora_vl.plan.shapes import base_shape
 from lora_vl.plan.step import HostOffload, make_batch, measure
 from lora_vl.recipe import RecipeError, build
 from lora_vl.train.config import LoraSettings, ModelConfig, OptimConfig
@@ -18,11 +17,6 @@ from lora_vl.train.loop import accumulate, autocast_policy, to_device
 
 CPU = torch.device("cpu")
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
-
-
-@pytest.fixture(scope="module")
-def shape(tiny_bases):
-    return base_shape(str(tiny_bases[("llama", "clip")]))
 
 
 def workload(kind: str, offload_checkpoints: bool, micro_batch: int = 2, length: int = 96) -> Workload:

@@ -25,11 +25,6 @@ CPU = torch.device("cpu")
 LORA = LoraSettings(r=8, alpha=16, dropout=0.05)
 
 
-@pytest.fixture(scope="module")
-def shape(tiny_bases):
-    return base_shape(str(tiny_bases[("llama", "clip")]))
-
-
 def workload(kind="stage2", optimizer="adamw", accum=4, length=96, micro_batch=1, **kw) -> Workload:
     optim = None if kind == "eval" else OptimConfig(micro_batch_size=micro_batch,
                                                     global_batch_size=micro_batch * accum, optimizer=optimizer)

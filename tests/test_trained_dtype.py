@@ -13,18 +13,12 @@ from lora_vl.models import lora as L
 from lora_vl.plan import tracker as T
 from lora_vl.plan.build import Workload, build_llava, prepare
 from lora_vl.plan.fit import DepthFit
-from lora_vl.plan.shapes import base_shape
 from lora_vl.plan.step import CATEGORIES, measure
 from lora_vl.train.config import LoraSettings, OptimConfig
 
 CPU = torch.device("cpu")
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
 BF16 = torch.bfloat16
-
-
-@pytest.fixture(scope="module")
-def shape(tiny_bases):
-    return base_shape(str(tiny_bases[("llama", "clip")]))
 
 
 def workload(kind: str, trained_dtype: str, micro_batch: int = 1, length: int = 96,
