@@ -72,6 +72,16 @@ def cell(fits: dict, length: int, wanted: int, what: str) -> str:
     return f"yes (≤ {best})" if best >= wanted else f"{what} ≤ {best}"
 
 
+def memory_options(w: dict) -> str:
+    """The plan's memory options that are not the defaults, briefly (issue 17's lean options)."""
+    parts = [f"{k.split('_')[0]} {w[k]}" for k in ("frozen_dtype", "trained_dtype") if w.get(k, "float32") != "float32"]
+    if w.get("loss_chunk_tokens"):
+        parts.append(f"loss chunk {w['loss_chunk_tokens']}")
+    if w.get("offload_checkpoints"):
+        parts.append("offload")
+    return f" + {', '.join(parts)}" if parts else ""
+
+
 def table(paths: list[str]) -> str:
     """Markdown: one row per plan; per card, whether the recipe's micro-batch fits and the largest."""
     lines = ["| recipe (work) | micro-batch × length | predicted peak (≈ max_memory_allocated) | predicted card need | "
@@ -83,7 +93,8 @@ def table(paths: list[str]) -> str:
         size = f"{w['micro_batch']}{' pairs' if w['kind'] == 'dpo' else ''} × {w['length']}" \
             + (f" (+{w['new_tokens']} new)" if w["kind"] == "eval" else "")
         cells = [cell(p["fits"].get(c, {}), w["length"], w["micro_batch"], what) for c in CARDS]
-        lines.append(f"| {Path(p['recipe']).name} ({w['kind']}) | {size} | {pred['allocator_bytes'] / GIB:.1f} GiB | "
+        work = f"{Path(p['recipe']).name} ({w['kind']}){memory_options(w)}"
+        lines.append(f"| {work} | {size} | {pred['allocator_bytes'] / GIB:.1f} GiB | "
                      f"{pred['card_bytes'] / GIB:.1f} GiB | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -12,8 +12,8 @@ category predicts the full depth; data bytes scale with micro-batch × length. T
 step needs, the largest micro-batch per length that fits, and the step time are PREDICTIONS
 with their assumptions printed. `--measure` runs the real full-size step on the GPU and prints
 predicted vs measured (`torch.cuda.max_memory_allocated`). A 7B plan takes minutes on 2 CPU
-cores with native bf16 (AVX512-BF16, AMX) and a few GiB of RAM (docs/benchmarks.md, "Memory
-planner"); where the CPU emulates bf16 it takes hours, and the planner says so before it starts.
+cores and a few GiB of RAM (docs/benchmarks.md, "Memory planner"); where the CPU emulates bf16
+(AVX2 only), the steps' matmuls run in fp32 with bf16 results (the same bytes, `plan/cpu_bf16.py`).
 
 Evaluation: `--eval` plans batched generation (with the KV cache) of the recipe's model and
 adapters, or give an evaluation suite (eval/paper.yaml) with --lm and --vision.
@@ -24,12 +24,12 @@ import argparse
 import dataclasses
 import re
 import sys
-import time
 
 import torch
 
 from lora_vl.artifacts import atomic_write_json
 from lora_vl.errors import InputError
+from lora_vl.plan import cpu_bf16
 from lora_vl.plan.cost import GPUS, Gpu, generation_seconds, step_seconds, train_flops
 from lora_vl.plan.fit import GIB, DepthFit, Overhead, Prediction, largest_micro_batch, line, transient_note
 from lora_vl.plan.step import measure, quiet_warnings
@@ -148,34 +148,20 @@ def plan(args) -> dict:
     return out
 
 
-def bf16_slowdown(n: int = 512) -> tuple[float, float]:
-    """(bf16 matmul time / fp32 matmul time, bf16 FLOP/s) measured here: CPUs without native bf16
-    emulate it, and the planner's steps run under bf16 autocast as on a GPU."""
-    def seconds(dtype) -> float:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        a @ b
-        t0 = time.perf_counter()
-        for _ in range(3):
-            a @ b
-        return (time.perf_counter() - t0) / 3
-
-    bf16 = seconds(torch.bfloat16)
-    return bf16 / seconds(torch.float32), 2 * n ** 3 / bf16
-
-
 def warn_slow_bf16(shape, w, layers: list[int], rows: int) -> None:
-    """Say how long the measured steps will take where bf16 is emulated (e.g. AVX2-only CPUs,
-    where a 7B plan takes hours instead of minutes)."""
-    ratio, rate = bf16_slowdown()
-    if ratio < 3:  # native bf16 (AVX512-BF16, AMX) runs at or above fp32 speed
+    """Where this CPU emulates bf16 (AVX2 only), say that the measured steps run their matmuls in
+    fp32 instead (`plan/cpu_bf16.py`: the same tensors, hence the same bytes) and how long the
+    matmuls take at this CPU's fp32 rate."""
+    if not cpu_bf16.bf16_emulated():
         return
+    fp32, bf16 = cpu_bf16.matmul_rates()
     accum = w.optim.global_batch_size // w.optim.micro_batch_size
     full = train_flops(shape, w.kind, rows, w.length, w.lora.r if w.lora else 0, sum(f.r for f in w.frozen),
                        w.gradient_checkpointing)
     flops = full * sum(layers) / shape.layers * min(accum, 2)  # the measured depths, 2 micro-batches with accumulation
-    print(f"  note: this CPU emulates bf16 (a bf16 matmul ran {ratio:.0f}x slower than fp32, {rate / 1e9:.1f} "
-          f"GFLOP/s): the measured steps need ~{flops:.2g} FLOP, about {flops / rate / 60:.0f} min here; "
-          "a CPU with AVX512-BF16 or AMX, or --device cuda, takes minutes", file=sys.stderr)
+    print(f"  note: this CPU emulates bf16 (a bf16 matmul ran {fp32 / bf16:.0f}x slower than fp32): the measured "
+          f"steps run their matmuls in fp32 with bf16 results, the same bytes; ~{flops:.2g} FLOP, about "
+          f"{flops / fp32 / 60:.0f} min of matmuls here", file=sys.stderr)
 
 
 def check_measure_device(args) -> None:

@@ -8,6 +8,9 @@ by a zero-gradient `optimizer_step` first), and with gradient accumulation the m
 micro-batch is the step's second, the first one's gradients alive. Generation is the
 evaluation's `generate_tokens` (batched greedy decoding with the KV cache).
 
+On a CPU that emulates bf16 (AVX2 only) the step's matmuls run in fp32 with bf16 results
+(`cpu_bf16.py`): the same tensors, ~500x faster there.
+
 Phases, set by hooks, split the peak so that it extrapolates over depth: where in the step the
 peak sits (loss head, first or last decoder layer of the backward, optimizer) can change with
 depth, but each phase's peak is linear in the number of layers.
@@ -31,6 +34,7 @@ from lora_vl.data.encode import IGNORE
 from lora_vl.errors import InputError
 from lora_vl.evaluation.generate import generate_tokens
 from lora_vl.plan.build import Workload, build_llava, prepare
+from lora_vl.plan.cpu_bf16 import for_device as fp32_compute
 from lora_vl.plan.shapes import ModelShape
 from lora_vl.plan.tracker import LiveBytes, PhasePeak
 from lora_vl.train.loop import accumulate, autocast_policy, make_optimizer, optimizer_step, to_device
@@ -198,7 +202,7 @@ def train_step(st: Prepared, shape: ModelShape, w: Workload, rows: int, device: 
                 hooks.in_backward = name == "backward"
             _phase(tracker, "forward.vision" if name == "forward" else "backward.head")
 
-        with tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
+        with fp32_compute(device), tracker or contextlib.nullcontext(), torch.profiler.record_function(STEP_EVENT):
             accumulate(model, 0, list(enumerate([batch] * runs)), counts, counts[0] * accum, accum, st.loss_fn, w.optim,
                        device, st.pixel_dtype, autocast=autocast_policy("cuda", run_on=device.type), on_phase=on_phase)
             _phase(tracker, "optimizer")
@@ -325,7 +329,8 @@ def generate(model, shape: ModelShape, w: Workload, rows: int, device: torch.dev
     out = []
 
     def run(tracker=None):
-        with tracker or contextlib.nullcontext(), torch.no_grad(), torch.profiler.record_function(STEP_EVENT):
+        with fp32_compute(device), tracker or contextlib.nullcontext(), torch.no_grad(), \
+                torch.profiler.record_function(STEP_EVENT):
             out[:] = generate_tokens(model, tokenizer, prompts, batch_size=rows, max_new_tokens=w.new_tokens)
 
     try:
