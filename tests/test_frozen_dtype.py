@@ -5,6 +5,8 @@ models of real architectures: which dtype each tensor has, the bytes it saves, t
 dtype, and that the depth fit still predicts a deeper model from shallow ones."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -68,9 +70,10 @@ def test_the_plan_holds_the_frozen_weights_at_half_the_bytes_and_a_lower_peak(sh
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["stage2", "dpo"])
-def test_depth_fit_from_1_2_4_layers_predicts_8_layers_with_frozen_weights_in_bf16(shape, kind):
-    w = workload(kind, "compute")
+@pytest.mark.parametrize("kind,trained_dtype", [("stage2", "float32"), ("dpo", "float32"), ("stage2", "compute")])
+def test_depth_fit_from_1_2_4_layers_predicts_8_layers_with_frozen_weights_in_bf16(shape, kind, trained_dtype):
+    """...and with what trains in bf16 too (`model.trained_dtype: compute`)."""
+    w = dataclasses.replace(workload(kind, "compute"), trained_dtype=trained_dtype)
     cache = {}
     runs = [measure(shape, w, n, 1, CPU, cache) for n in (1, 2, 4, 8)]
     fit = DepthFit(runs[:3])

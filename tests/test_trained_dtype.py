@@ -12,7 +12,6 @@ from lora_vl.errors import InputError
 from lora_vl.models import lora as L
 from lora_vl.plan import tracker as T
 from lora_vl.plan.build import Workload, build_llava, prepare
-from lora_vl.plan.fit import DepthFit
 from lora_vl.plan.step import CATEGORIES, measure
 from lora_vl.train.config import LoraSettings, OptimConfig
 
@@ -54,16 +53,6 @@ def test_the_plan_holds_trained_weights_gradients_and_adam_states_at_half_the_by
     saved = sum(runs["float32"].params[c] - runs["compute"].params[c]
                 for c in (CATEGORIES["lora"], T.OPTIM, CATEGORIES["projector"]))
     assert runs["float32"].peak - runs["compute"].peak >= saved
-
-
-@pytest.mark.slow
-def test_depth_fit_from_1_2_4_layers_predicts_8_layers_with_lean_dtypes(shape):
-    w = workload("stage2", "compute", frozen_dtype="compute")
-    cache = {}
-    runs = [measure(shape, w, n, 1, CPU, cache) for n in (1, 2, 4, 8)]
-    fit = DepthFit(runs[:3])
-    assert fit.predict(8).total == pytest.approx(runs[3].peak, rel=0.01)
-    assert fit.residual() < 0.01
 
 
 def test_compute_follows_the_model_and_refuses_fp16(shape):
