@@ -42,9 +42,29 @@ def test_frozen_weights_keep_the_compute_dtype_and_what_trains_is_fp32(shape, ki
                   if not p.requires_grad and type(p).__name__ != "Params4bit" and "lora_" not in n}
         assert any(".vision_tower." in n for n in frozen) and any("lm_head" in n for n in frozen)
         assert set(frozen.values()) == {want}, (frozen_dtype, {n: d for n, d in frozen.items() if d != want})
-        if kind == "sft":  # the VL adapter's frozen projector copy follows the base
+        if kind == "sft":  # the VL adapter's frozen projector copy and LoRA factors follow the base
             copies = [n for n in frozen if "multi_modal_projector" in n and "modules_to_save" in n]
             assert copies, sorted(frozen)
+            adapter = {n: p.dtype for n, p in model.named_parameters() if not p.requires_grad and ".lora_" in n}
+            assert adapter and set(adapter.values()) == {want}, (frozen_dtype, adapter)
+
+
+def test_dpo_keeps_the_frozen_adapter_in_the_compute_dtype_across_its_reference_pass(shape):
+    """DPO switches the safety adapter off for its reference and back on (PEFT's set_adapter): the
+    frozen VL adapter stays bf16 and frozen, the safety adapter fp32 and trainable."""
+    prep = prepare(build_llava(shape.llava_config(2), "4bit", CPU, {}), workload("dpo", "compute"))
+    with prep.loss_fn.reference():
+        pass
+    lora = {n: (p.dtype, p.requires_grad) for n, p in prep.model.named_parameters() if ".lora_" in n}
+    assert {v for n, v in lora.items() if ".default." not in n} == {(BF16, False)}, lora
+    assert {v for n, v in lora.items() if ".default." in n} == {(torch.float32, True)}, lora
+
+
+def test_the_safety_plan_holds_the_frozen_adapter_at_half_the_bytes(shape):
+    runs = {d: measure(shape, workload("sft", d), 2, 1, CPU, {}) for d in ("float32", "compute")}
+    cat = CATEGORIES["frozen_lora"]
+    f32, c16 = runs["float32"].params[cat], runs["compute"].params[cat]
+    assert 0 < c16 < f32 and 2 * c16 == pytest.approx(f32, rel=0.02), (f32, c16)
 
 
 def test_the_embedding_output_hence_the_residual_stream_is_in_the_compute_dtype(shape):
@@ -86,3 +106,4 @@ def test_known_tensors_cover_every_parameter_under_either_dtype(shape):
     model = prepared(shape, "sft", "compute").model
     counted = {id(t) for ts in known_tensors(model).values() for t in ts}
     assert all(id(p) in counted for p in model.parameters())
+

@@ -153,10 +153,11 @@ def test_generation_plan_extrapolates_depth_and_decode_steps(shape):
     assert last["KV cache"] > fit.decode_step(6, 1.0, new_tokens=6)["KV cache"]  # grows with the answer
 
 
-@pytest.mark.parametrize("kind", ["stage2", "dpo"])
-def test_flop_count_matches_torch_flop_counter(shape, kind, monkeypatch):
+@pytest.mark.parametrize("kind,chunk", [("stage2", 0), ("dpo", 0), ("stage2", 16), ("dpo", 16)])
+def test_flop_count_matches_torch_flop_counter(shape, kind, chunk, monkeypatch):
     """The step-time model's FLOPs against torch's FlopCounterMode on the real step (16-bit
-    base, whose matmuls the counter knows)."""
+    base, whose matmuls the counter knows); with a chunked loss, lm_head on the scored positions,
+    recomputed in the backward."""
     from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
     from lora_vl.plan.cost import train_flops
@@ -170,7 +171,7 @@ def test_flop_count_matches_torch_flop_counter(shape, kind, monkeypatch):
 
     cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention,
                      torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward}
-    w = workload(kind, length=64)
+    w = workload(kind, length=64, loss_chunk_tokens=chunk)
     w.quantization = "none"
     # the step's own operators, not cpu_bf16's fp32 stand-ins (which a mode below it would count too)
     monkeypatch.setattr(cpu_bf16, "matmul_rates", lambda: (1.0, 1.0))
@@ -180,7 +181,7 @@ def test_flop_count_matches_torch_flop_counter(shape, kind, monkeypatch):
     assert counter.get_flop_counts()["Global"][torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] > 0
     two_layers = base_shape_with_depth(shape, 2)
     frozen = LORA.r if kind == "dpo" else 0
-    predicted = stats["micro_batches"] * train_flops(two_layers, kind, w.rows, 64, LORA.r, frozen)
+    predicted = stats["micro_batches"] * train_flops(two_layers, kind, w.rows, 64, LORA.r, frozen, loss_chunk=chunk)
     assert predicted == pytest.approx(counter.get_total_flops(), rel=0.03)
 
 
@@ -235,6 +236,26 @@ def test_cli_plans_and_measures_through_the_same_code(tiny_bases, tmp_path, caps
     assert meas["tracked_allocator_bytes"] == pytest.approx(pred["allocator_bytes"], rel=0.10)
     assert pred["card_bytes"] > pred["allocator_bytes"]  # the stated overhead is on top
     assert set(plan["fits"]) == {"12", "16", "24", "80"}
+
+
+def test_the_step_time_adds_the_offloaded_checkpoints_copies(tiny_bases, tmp_path):
+    """With the offload, a micro-batch's time is its FLOP time plus two copies of the predicted host
+    bytes over the stated host link; without it, the FLOP time alone (the same FLOPs)."""
+    from lora_vl.plan import cli as plan_cli
+
+    recipe = write_recipe(tmp_path, tiny_bases[("llama", "clip")])
+    times, hosts = {}, {}
+    for offload in (False, True):
+        args = plan_cli.parser().parse_args([recipe, f"model.offload_checkpoints={str(offload).lower()}",
+                                             "--layers", "1,2", "--gpu", "rtx3090"])
+        with plan_cli.quiet_warnings():
+            p = plan_cli.plan(args)
+        times[offload], hosts[offload] = p["time"], p["prediction"].get("host_offload_bytes", 0)
+    assert hosts[False] == 0 and hosts[True] > 0 and times[False]["offload_copies_s"] == 0
+    assert times[True]["flops_per_micro_batch"] == times[False]["flops_per_micro_batch"]
+    copies = 2 * hosts[True] / (32e9 * 0.80)  # PCIe 4.0 x16 at the assumed 80%
+    assert times[True]["offload_copies_s"] == pytest.approx(copies, rel=1e-9)
+    assert times[True]["micro_batch_s"] == pytest.approx(times[False]["micro_batch_s"] + copies, rel=1e-9)
 
 
 def test_cli_errors_name_what_is_missing(tiny_bases, tmp_path, capsys):

@@ -70,12 +70,13 @@ def weighted_trim(t: torch.Tensor, threshold: float, weight: float) -> torch.Ten
     return t.mul_(mag.ge_(threshold).mul_(weight))  # t·1·w = t·w and t·0 = 0 exactly
 
 
-# Entries per block of the elementwise passes (512 KiB of float32; 2^16 and 2^18 were slower), so
+# Entries per block of the elementwise passes (1 MiB of float32: a 7B layer's trim + election took
+# 0.51-0.58 s at 2^18, 0.71-0.79 s at 2^17, 0.67-0.77 s at 2^19; docs/bench_merge.md), so
 # that the several passes a method makes over a block hit the cache instead of memory, and their
 # temporaries are small (whole-tensor temporaries of a 7B MLP delta cost more in page faults than
 # in arithmetic: `d * 1.5` 229 ms, the same product into an existing buffer 86 ms). A multiple of
 # every SIMD width, so a block boundary never puts an entry on a different (scalar tail) code path.
-BLOCK = 1 << 17
+BLOCK = 1 << 18
 
 
 def by_blocks_(out: torch.Tensor, inputs: list[torch.Tensor], fn) -> torch.Tensor:

@@ -56,8 +56,8 @@ class LoraFactors:
     def delta(self, dtype: torch.dtype = torch.float64, out: torch.Tensor | None = None) -> torch.Tensor:
         """The dense d_out x d_in delta (float64 by default: for tests and references), into `out`
         if given."""
-        # in place: no second d_out x d_in buffer
-        return torch.matmul(self.B.to(dtype), self.A.to(dtype), out=out).mul_(self.scale)
+        # the scale on the small factor: no second pass over (nor second buffer of) d_out x d_in
+        return torch.matmul(self.B.to(dtype) * self.scale, self.A.to(dtype), out=out)
 
 
 @dataclass

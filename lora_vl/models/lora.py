@@ -98,6 +98,16 @@ def train_in(model, dtype: torch.dtype) -> None:
             p.data = p.data.to(dtype)
 
 
+def frozen_adapters_in(model, dtype: torch.dtype) -> None:
+    """Store the frozen LoRA factors (a safety stage's VL adapter) in `dtype`. PEFT loads an adapter
+    in fp32 (`autocast_adapter_dtype`) whatever the base's dtype; a frozen one never updates, and a
+    GPU's bf16 autocast runs its matmuls on bf16 casts of its weights anyway (PEFT's 4-bit LoRA
+    layer casts no input under autocast), so bf16 storage gives the same numbers at half the bytes."""
+    for name, p in model.named_parameters():
+        if not p.requires_grad and ".lora_" in name and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+
+
 @contextlib.contextmanager
 def quiet_peft():
     """Wrap a model with PEFT the kit's way. PEFT 0.21 (1) reads transformers' deprecated

@@ -30,7 +30,7 @@ import torch
 from lora_vl.artifacts import atomic_write_json
 from lora_vl.errors import InputError
 from lora_vl.plan import cpu_bf16
-from lora_vl.plan.cost import GPUS, Gpu, generation_seconds, step_seconds, train_flops
+from lora_vl.plan.cost import GPUS, Gpu, generation_seconds, offload_seconds, step_seconds, train_flops
 from lora_vl.plan.fit import GIB, DepthFit, Overhead, Prediction, largest_micro_batch, line, transient_note
 from lora_vl.plan.step import measure, quiet_warnings
 from lora_vl.plan.tracker import OPTIM_PAGED
@@ -134,18 +134,26 @@ def plan(args) -> dict:
         out["fits"] = {f"{c:g}": {str(L): largest_micro_batch(fit, shape.layers, measured_tokens, L, c, overhead,
                                                               per_sample) for L in sorted(set(lengths))}
                        for c in sorted(set(CARDS + (card,)))}
-        flops = train_flops(shape, w.kind, w.rows, w.length, w.lora.r if w.lora else 0,
-                            sum(f.r for f in w.frozen), w.gradient_checkpointing)
+        host = 0
+        if w.offload_checkpoints and all("host_offload_peak" in r.stats for r in runs):
+            a, b = line([r.layers for r in runs], [r.stats["host_offload_peak"] for r in runs])
+            host = out["prediction"]["host_offload_bytes"] = max(0, round((a + b * shape.layers) * scale))
+        flops = workload_flops(shape, w, w.rows)
         accum = w.optim.global_batch_size // w.optim.micro_batch_size
-        secs = step_seconds(flops, gpu)
-        out["time"] = {"flops_per_micro_batch": flops, "micro_batch_s": secs, "optimizer_step_s": secs * accum,
-                       "accumulation": accum, "tokens_per_s": w.rows * w.length / secs}
-    if w.kind != "eval" and w.offload_checkpoints and all("host_offload_peak" in r.stats for r in runs):
-        a, b = line([r.layers for r in runs], [r.stats["host_offload_peak"] for r in runs])
-        out["prediction"]["host_offload_bytes"] = max(0, round((a + b * shape.layers) * scale))
+        compute_s, copies_s = step_seconds(flops, gpu), offload_seconds(host, gpu)
+        secs = compute_s + copies_s  # the copies run on the compute stream (transformers' offload): not overlapped
+        out["time"] = {"flops_per_micro_batch": flops, "micro_batch_s": secs, "offload_copies_s": copies_s,
+                       "optimizer_step_s": secs * accum, "accumulation": accum,
+                       "tokens_per_s": w.rows * w.length / secs}
     if args.measure:
         out["measure"] = measure_full(shape, w, args, pred)
     return out
+
+
+def workload_flops(shape, w, rows: int) -> float:
+    """FLOPs of one micro-batch of `rows` sequences of this training workload (`plan/cost.py`)."""
+    return train_flops(shape, w.kind, rows, w.length, w.lora.r if w.lora else 0, sum(f.r for f in w.frozen),
+                       w.gradient_checkpointing, w.loss_chunk_tokens)
 
 
 def warn_slow_bf16(shape, w, layers: list[int], rows: int) -> None:
@@ -156,8 +164,7 @@ def warn_slow_bf16(shape, w, layers: list[int], rows: int) -> None:
         return
     fp32, bf16 = cpu_bf16.matmul_rates()
     accum = w.optim.global_batch_size // w.optim.micro_batch_size
-    full = train_flops(shape, w.kind, rows, w.length, w.lora.r if w.lora else 0, sum(f.r for f in w.frozen),
-                       w.gradient_checkpointing)
+    full = workload_flops(shape, w, rows)
     flops = full * sum(layers) / shape.layers * min(accum, 2)  # the measured depths, 2 micro-batches with accumulation
     print(f"  note: this CPU emulates bf16 (a bf16 matmul ran {fp32 / bf16:.0f}x slower than fp32): the measured "
           f"steps run their matmuls in fp32 with bf16 results, the same bytes; ~{flops:.2g} FLOP, about "
@@ -258,7 +265,9 @@ def report(p: dict, card: float) -> str:
                      f"{g['bandwidth_efficiency']:.0%}): prefill {t['prefill_s']:.2f} s "
                      f"+ decode {t['decode_s']:.1f} s per batch")
     else:
-        lines.append(f"time (PREDICTION, {assumed}): {t['micro_batch_s']:.2f} s per micro-batch, "
+        copies = (f" (incl. {t['offload_copies_s']:.2f} s of checkpoint copies at {g['host_bandwidth'] / 1e9:.0f} GB/s "
+                  f"× {g['host_efficiency']:.0%}, assumed)") if t.get("offload_copies_s") else ""
+        lines.append(f"time (PREDICTION, {assumed}): {t['micro_batch_s']:.2f} s per micro-batch{copies}, "
                      f"{t['optimizer_step_s']:.1f} s per optimizer step ({t['accumulation']} micro-batches), "
                      f"{t['tokens_per_s']:.0f} tokens/s")
     if "measure" in p:

@@ -8,7 +8,8 @@ input-embedding grad hooks, `models/lora.py:prepare_base`); a trained projector 
 gradients; where the projector is frozen too (safety stages) nothing before the first decoder
 layer needs a gradient, so that layer's q/k/v input gradients are not computed. Decoding one token is
 bound by reading the weights and the KV cache, so its time is the larger of the FLOP time and
-the byte time at the stated bandwidth × efficiency.
+the byte time at the stated bandwidth × efficiency. Offloaded activation checkpoints add their
+copies over the host link (PCIe) at the stated efficiency.
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 
 from lora_vl.plan.shapes import ModelShape
 
-# spec-sheet dense bf16 tensor peak (FP32 accumulate) and memory bandwidth
+# spec-sheet dense bf16 tensor peak (FP32 accumulate), memory bandwidth, and the host link per
+# direction (PCIe 5.0 x16 on the H100 SXM, 4.0 x16 on the others)
 GPUS = {
-    "h100-sxm": (989e12, 3.35e12),
-    "a100-80gb": (312e12, 2.039e12),
-    "rtx4090": (165.2e12, 1.008e12),
-    "rtx3090": (71e12, 0.936e12),
+    "h100-sxm": (989e12, 3.35e12, 64e9),
+    "a100-80gb": (312e12, 2.039e12, 32e9),
+    "rtx4090": (165.2e12, 1.008e12, 32e9),
+    "rtx3090": (71e12, 0.936e12, 32e9),
 }
 
 
@@ -30,13 +32,10 @@ class Gpu:
     name: str
     peak_flops: float
     bandwidth: float  # bytes/s
+    host_bandwidth: float  # bytes/s each way between pinned host memory and the card
     utilization: float = 0.30  # share of the FLOP peak a QLoRA step reaches (assumed)
     bandwidth_efficiency: float = 0.70  # share of the bandwidth decoding reaches (assumed)
-
-    def describe(self) -> str:
-        return (f"{self.name}: {self.peak_flops / 1e12:.0f} TFLOP/s bf16 peak × utilization "
-                f"{self.utilization:.0%} (assumed); {self.bandwidth / 1e12:.2f} TB/s × {self.bandwidth_efficiency:.0%} "
-                "for decoding (assumed)")
+    host_efficiency: float = 0.80  # share of the host link a pinned copy reaches (assumed)
 
 
 def lm_linear_params(shape: ModelShape) -> tuple[int, list[tuple[int, int]]]:
@@ -63,9 +62,11 @@ def projector_flops(shape: ModelShape, images: int) -> float:
 
 
 def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r: int = 0,
-                frozen_r: int = 0, checkpointing: bool = True) -> float:
+                frozen_r: int = 0, checkpointing: bool = True, loss_chunk: int = 0) -> float:
     """FLOPs of one micro-batch's forward + backward (DPO: + the reference forward, in which only
-    the frozen adapters are active). `trained_r` / `frozen_r`: summed LoRA ranks."""
+    the frozen adapters are active). `trained_r` / `frozen_r`: summed LoRA ranks. `loss_chunk` > 0
+    (`train/chunked.py`): lm_head runs on the scored positions only, and once more in the backward
+    (each chunk is recomputed); 0: on every position, forward and input gradient."""
     t = shape.text
     n = t.num_hidden_layers
     tokens = rows * length
@@ -75,7 +76,8 @@ def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r:
     layer_fwd = 2 * tokens * lin + attn
     per_rank = 2 * tokens * sum(i + o for i, o in sizes)  # one rank of LoRA on every linear
     lora_fwd = per_rank * (trained_r + frozen_r)
-    head_fwd = 2 * tokens * t.hidden_size * t.vocab_size
+    head_tokens = rows * shape.scored_per_row(length) if loss_chunk else tokens
+    head_fwd = 2 * head_tokens * t.hidden_size * t.vocab_size
     vis = vision_forward_flops(shape, rows)
     # backward: input gradients of the frozen base (1×) and attention (2×); LoRA input
     # gradients for every adapter, weight gradients for the trained one
@@ -83,7 +85,7 @@ def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r:
     layers = n * (layer_fwd + lora_fwd + backward)
     if checkpointing:
         layers += n * (layer_fwd + lora_fwd)
-    total = layers + 2 * head_fwd + vis
+    total = layers + (3 if loss_chunk else 2) * head_fwd + vis
     if kind in ("stage1", "stage2"):  # the trained projector's weight gradients
         total += projector_flops(shape, rows)
     else:  # no gradient below the first layer: its q/k/v input gradients (base and LoRA A) are skipped
@@ -96,6 +98,12 @@ def train_flops(shape: ModelShape, kind: str, rows: int, length: int, trained_r:
 
 def step_seconds(flops: float, gpu: Gpu) -> float:
     return flops / (gpu.peak_flops * gpu.utilization)
+
+
+def offload_seconds(host_bytes: int, gpu: Gpu) -> float:
+    """The offloaded checkpoints' two copies a micro-batch (to the host in the forward, back in the
+    backward) over the host link."""
+    return 2 * host_bytes / (gpu.host_bandwidth * gpu.host_efficiency)
 
 
 def generation_seconds(shape: ModelShape, rows: int, prompt: int, new_tokens: int, weight_bytes: int,

@@ -54,6 +54,11 @@ class ModelShape:
     def image_tokens(self) -> int:
         return num_image_tokens(self.vision, self.strategy)
 
+    def scored_per_row(self, length: int) -> int:
+        """Positions a planned row's loss scores: all but the BOS and image positions (whose next
+        tokens are not labelled; `plan/step.py:make_batch`) and the last (no next token)."""
+        return length - 1 - self.image_tokens
+
     def llava_config(self, n_layers: int | None = None) -> LlavaConfig:
         text = copy.deepcopy(self.text)
         if n_layers is not None:

@@ -33,9 +33,10 @@ class ModelConfig:
         range=NON_NEGATIVE)
     frozen_dtype: Literal["float32", "compute"] = field(
         "float32", help="dtype of the frozen weights that are not 4-bit (vision tower, embeddings, norms, "
-        "lm_head, a frozen projector copy) under 4-bit training: float32 = PEFT's k-bit preparation (default "
-        "until parity is measured on a GPU); compute = kept in the compute dtype (bf16 on a GPU): half their "
-        "bytes, and the LM's residual stream and checkpoints in bf16 too. What trains stays fp32 either way; "
+        "lm_head, a frozen projector copy, a safety stage's frozen VL adapter) under 4-bit training: float32 = "
+        "PEFT's k-bit preparation (default until parity is measured on a GPU); compute = kept in the compute "
+        "dtype (bf16 on a GPU): half their bytes, and the LM's residual stream and checkpoints in bf16 too. "
+        "What trains stays fp32 either way; "
         "on a CPU the compute dtype is fp32, so the two are the same")
     trained_dtype: Literal["float32", "compute"] = field(
         "float32", help="dtype of what trains (LoRA factors, a trained projector) and so of its gradients and "

@@ -102,6 +102,8 @@ def safety_stage(model, method: str, policy: BasePolicy, lora, optim, parents: l
     with L.quiet_peft():
         model.add_adapter(SAFETY, lora_config(lora, targets))
     activate(model, vl)
+    if policy.frozen_dtype == "compute":  # the frozen adapters like the rest of the frozen base
+        L.frozen_adapters_in(model, model.get_input_embeddings().weight.dtype)
     L.train_in(model, trained)
     chunk = policy.loss_chunk
     loss_fn = TokenLoss(chunk) if method == "sft" else DpoLoss(beta, dpo_loss, label_smoothing,
