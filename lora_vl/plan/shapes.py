@@ -55,8 +55,9 @@ class ModelShape:
         return num_image_tokens(self.vision, self.strategy)
 
     def scored_per_row(self, length: int) -> int:
-        """Positions a planned row's loss scores: all but the BOS and image positions (whose next
-        tokens are not labelled; `plan/step.py:make_batch`) and the last (no next token)."""
+        """Positions a planned row's loss scores: those whose next token is labelled. `plan/step.py:
+        make_batch` leaves the BOS and the image tokens unlabelled, so the first `image_tokens`
+        positions score nothing, nor does the last (no next token)."""
         return length - 1 - self.image_tokens
 
     def llava_config(self, n_layers: int | None = None) -> LlavaConfig:
