@@ -26,7 +26,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from lora_vl.data.dataset import TrainSet
 from lora_vl.models import lora as L
-from lora_vl.models.load import bnb_config, set_cpu_4bit_repacking
+from lora_vl.models.load import NO_HUB_KERNELS, bnb_config, set_cpu_4bit_repacking
 from lora_vl.recipe import load_recipe
 from lora_vl.train.adapt import AdaptRecipe
 from lora_vl.train.loop import accumulate, autocast_policy, make_optimizer, optimizer_step
@@ -47,7 +47,7 @@ def load_base(base: str, dtype: torch.dtype):
     picks the device's compute dtype, fp32 on a CPU, and this bench needs a GPU's bf16 on the CPU."""
     model = LlavaForConditionalGeneration.from_pretrained(
         base, dtype=dtype, use_safetensors=True, attn_implementation="sdpa", device_map={"": CPU},
-        quantization_config=bnb_config(dtype))
+        quantization_config=bnb_config(dtype), **NO_HUB_KERNELS)
     set_cpu_4bit_repacking(model, False)
     return model
 

@@ -2,6 +2,7 @@
 
 Not a test: prints measured numbers and whether the two answer sets are identical token for token.
     python bench/bench_generation.py [--n 32] [--batch-size 16] [--max-new 32] [--hidden 256] [--layers 4]
+    python bench/bench_generation.py --device cuda --json PATH     # on a GPU (bench/gpu_check.py)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from lora_vl.artifacts import atomic_write_json
 from lora_vl.evaluation.generate import generate_tokens
 from lora_vl.evaluation.items import EvalItem
 from lora_vl.evaluation.model_io import encode_item, load_eval_model
@@ -57,21 +59,30 @@ def main() -> None:
     ap.add_argument("--max-new", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--json", metavar="PATH", help="also write the measured numbers here as one JSON")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = build_model(Path(tmp), a.hidden, a.layers)
-        em = load_eval_model(str(base), [], GenerationSpec(), device="cpu")
+        em = load_eval_model(str(base), [], GenerationSpec(), device=a.device)
         prompts = [encode_item(em, it) for it in make_items(a.n)]
         timed(em, prompts[:2], 2, 4)  # warm-up
         single, t1 = timed(em, prompts, 1, a.max_new)
         batched, tb = timed(em, prompts, a.batch_size, a.max_new)
     n_tok = sum(map(len, batched))
-    print(f"model: tiny Llava (llama LM hidden={a.hidden} layers={a.layers}, CLIP), fp32, CPU, "
-          f"torch threads={torch.get_num_threads()}")
+    where = torch.cuda.get_device_name() if a.device.startswith("cuda") else \
+        f"CPU, torch threads={torch.get_num_threads()}"
+    print(f"model: tiny Llava (llama LM hidden={a.hidden} layers={a.layers}, CLIP), fp32, {where}")
     print(f"items={a.n} (half with images) max_new_tokens={a.max_new} generated tokens={n_tok}")
     print(f"batch 1 : {a.n / t1:7.2f} items/s ({t1:.2f} s)")
     print(f"batch {a.batch_size}: {a.n / tb:7.2f} items/s ({tb:.2f} s)")
     print(f"speedup : {t1 / tb:.2f}x   identical outputs: {single == batched}")
+    if a.json:
+        atomic_write_json(a.json, {"device": where, "hidden": a.hidden, "layers": a.layers, "items": a.n,
+                                   "max_new_tokens": a.max_new, "generated_tokens": n_tok,
+                                   "batch_1_items_per_s": round(a.n / t1, 2), "batch_size": a.batch_size,
+                                   "batched_items_per_s": round(a.n / tb, 2), "speedup": round(t1 / tb, 2),
+                                   "identical_outputs": single == batched})
 
 
 if __name__ == "__main__":

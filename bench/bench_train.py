@@ -62,9 +62,16 @@ def build_checkpoint(p: dict, out: Path) -> None:
 def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
     # the bench checkpoint has no processor, so load the model alone under the kit's 4-bit policy
     model = load_pretrained(LlavaForConditionalGeneration, ckpt, quant, None, None)
+    mem = {}
+    if torch.cuda.is_available():  # loading's own peak, apart from the steps'
+        mem["load_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        mem["loaded_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
     model = L.prepare_base(model, quant == "4bit", gradient_checkpointing=True)
     model = L.add_lora(model, LoraSettings(r=128, alpha=256, dropout=0.05), train_projector=True)
     device = next(p_ for p_ in model.parameters() if p_.requires_grad).device
+    if device.type == "cuda":
+        mem["prepared_gib"] = round(torch.cuda.memory_allocated() / 2**30, 2)
+        torch.cuda.reset_peak_memory_stats()  # peak_gpu_gib below: the training steps alone
     opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5)
     n_img = json.loads((ckpt / "n_img.json").read_text())
     ids = torch.randint(0, p["vocab"] - 2, (1, p["seq"]), device=device)
@@ -90,7 +97,9 @@ def worker(ckpt: Path, quant: str, p: dict, flops_peak: float) -> dict:
     steady = times[1:] or times   # first step warms up kernels and allocator
     tps = p["seq"] / (sum(steady) / len(steady))
     out = {"quant": quant, "device": str(device), "tokens_per_s": round(tps, 1),
-           "step_s": round(sum(steady) / len(steady), 3)}
+           "step_s": round(sum(steady) / len(steady), 3), **mem,
+           "gradient_checkpointing": model.training and any(getattr(m, "gradient_checkpointing", False) is True
+                                                            for m in model.modules())}
     if device.type == "cuda":
         out["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         out["gpu"] = torch.cuda.get_device_name()

@@ -14,6 +14,8 @@ stop the others:
                        yet (model.frozen_dtype=compute, model.trained_dtype=compute, model.loss_chunk_tokens=1024,
                        model.offload_checkpoints=true)
   bench-train-llava7b  bench/bench_train.py --preset llava7b: tokens/s, peak GPU memory, MFU (4-bit, 16-bit)
+  generation-batched   bench/bench_generation.py --device cuda: batched vs batch-1 greedy generation on a
+                       small Llava (the evaluation's `generate_tokens`), items/s and whether the answers agree
   eval-vllm            a short `lora-vl eval` on a tiny Llava with the vLLM backend, beside the HF
                        backend on the same model (skipped "vllm not installed" when `import vllm` fails)
 
@@ -49,11 +51,11 @@ from lora_vl.artifacts import atomic_write_json  # noqa: E402  (atomic_write_tex
 GIB = 2 ** 30
 RECIPE = "recipes/paper/adapt_llama2_chat_7b.yaml"
 NO_CUDA = "gpu-check needs a CUDA GPU and none is available here (--dry-run lists the checks without one)"
-# Budgets in seconds, 540 in all (9 min) so the whole run ends inside a device machine's 10-minute
+# Budgets in seconds, 580 in all (under 10 min) so the whole run ends inside a device machine's 10-minute
 # command. ESTIMATES, not measured: a plan's three CPU planning runs took 68-126 s each on 2 busy
 # cores (docs/benchmarks.md, "Memory planner"); a device machine has 16 cores, then the full-size
 # step runs on the GPU. bench_train builds, saves and twice loads a random 7B (13.5 GB in bf16).
-BUDGETS = {"plan": 170, "train": 140, "eval": 60}
+BUDGETS = {"plan": 170, "train": 140, "generation": 40, "eval": 60}
 TAIL = 4000  # characters of a check's output kept in the JSON
 
 
@@ -88,6 +90,10 @@ def default_checks(a) -> list[Check]:
     js = str(work / "bench_train.json")
     checks.append(Check("bench-train-llava7b", [py, "bench/bench_train.py", "--preset", "llava7b", "--json", js],
                         a.train_budget, "train", js))
+    js = str(work / "generation.json")
+    checks.append(Check("generation-batched", [py, "bench/bench_generation.py", "--device", "cuda", "--n", "64",
+                                               "--hidden", "1024", "--layers", "8", "--json", js],
+                        a.generation_budget, "generation", js))
     checks.append(Check("eval-vllm", [py, "bench/gpu_check.py", "--eval-worker", str(work / "eval"),
                                       "--backends", "hf", "vllm"],
                         a.eval_budget, "eval", str(work / "eval" / "eval_check.json"), needs="vllm"))
@@ -176,10 +182,16 @@ def parse_plan(p: dict) -> dict:
 
 
 def parse_train(b: dict) -> dict:
-    keys = ("tokens_per_s", "step_s", "peak_gpu_gib", "mfu", "gpu", "device", "peak_rss_gib")
+    keys = ("tokens_per_s", "step_s", "peak_gpu_gib", "load_peak_gib", "loaded_gib", "prepared_gib", "mfu", "gpu",
+            "device", "peak_rss_gib", "gradient_checkpointing")
     return {"predicted": None,  # bench_train measures only; the planner's predictions are the plan checks
             "measured": {a["quant"]: {k: a[k] for k in keys if k in a} for a in b["arms"] if "error" not in a},
             "failed_parts": [f"arm {a['quant']}" for a in b["arms"] if "error" in a]}
+
+
+def parse_generation(g: dict) -> dict:
+    return {"predicted": None, "measured": g,
+            "comparison": {"speedup": g["speedup"], "identical_outputs": g["identical_outputs"]}}
 
 
 def parse_eval(e: dict) -> dict:
@@ -188,7 +200,7 @@ def parse_eval(e: dict) -> dict:
             "failed_parts": [f"backend {b}" for b, v in e["backends"].items() if v["returncode"]]}
 
 
-PARSERS = {"plan": parse_plan, "train": parse_train, "eval": parse_eval}
+PARSERS = {"plan": parse_plan, "train": parse_train, "generation": parse_generation, "eval": parse_eval}
 
 
 def environment() -> dict:
@@ -301,6 +313,8 @@ def arg_parser() -> argparse.ArgumentParser:
                     "seconds; cpu: as users plan on a laptop, minutes to hours)")
     ap.add_argument("--plan-budget", type=float, default=BUDGETS["plan"], help="seconds per plan check")
     ap.add_argument("--train-budget", type=float, default=BUDGETS["train"], help="seconds for bench_train")
+    ap.add_argument("--generation-budget", type=float, default=BUDGETS["generation"],
+                    help="seconds for the batched-generation check")
     ap.add_argument("--eval-budget", type=float, default=BUDGETS["eval"], help="seconds for the eval check")
     ap.add_argument("--only", nargs="+", help="run only these checks (names as listed by --dry-run)")
     ap.add_argument("--command", action="append", default=[], metavar="NAME=CMD", help="replace a check's command")

@@ -38,7 +38,8 @@ def test_dry_run_lists_each_check_with_its_budget_and_writes_them_skipped(tmp_pa
     assert TOP_KEYS <= set(rep) and rep["dry_run"] and rep["finished"] and rep["ok"]
     assert set(rep["versions"]) >= {"torch", "transformers", "bitsandbytes", "peft"}
     names = [c["name"] for c in rep["checks"]]
-    assert names == ["plan-stage2-1x2048", "plan-stage2-4x2048-lean", "bench-train-llava7b", "eval-vllm"]
+    assert names == ["plan-stage2-1x2048", "plan-stage2-4x2048-lean", "bench-train-llava7b", "generation-batched",
+                     "eval-vllm"]
     assert all(c["status"] == "skipped" and c["reason"] == "dry run" for c in rep["checks"])
     budgets = {c["name"]: c["budget_s"] for c in rep["checks"]}
     assert budgets["bench-train-llava7b"] == 99 and rep["budget_s"] == sum(budgets.values())
@@ -50,8 +51,10 @@ def test_dry_run_lists_each_check_with_its_budget_and_writes_them_skipped(tmp_pa
         assert f"stage2.optim.micro_batch_size={mb} stage2.data.max_length=2048{lean} --measure" in cmd
         assert f"{c['name']:<24} {c['budget_s']:>5g} s  {cmd}" in res.stdout  # printed: name, budget, command
     assert "bench/bench_train.py --preset llava7b --json" in rep["checks"][2]["command"]
-    assert "--backends hf vllm" in rep["checks"][3]["command"]
-    assert sum(gc.BUDGETS[k] for k in ("plan", "plan", "train", "eval")) <= 9 * 60  # the defaults: ≤ 9 min
+    assert "bench/bench_generation.py --device cuda" in rep["checks"][3]["command"]
+    assert "--backends hf vllm" in rep["checks"][4]["command"]
+    # the defaults end inside a device machine's 10-minute command
+    assert sum(gc.BUDGETS[k] for k in ("plan", "plan", "train", "generation", "eval")) < 10 * 60
 
 
 def test_without_cuda_it_stops_at_once_with_one_line_and_exit_2(tmp_path):
@@ -122,9 +125,11 @@ def test_the_tools_real_json_reads_as_predicted_vs_measured(tiny_bases, tmp_path
                      f" --layers 1,2 --measure --measure-device cpu --json {work / 'plan_1x2048.json'}",
         "--command", f"plan-stage2-4x2048-lean={py} -c 'raise SystemExit(1)'",
         "--command", f"bench-train-llava7b={py} bench/bench_train.py --preset smoke --quant none "
-                     f"--json {work / 'bench_train.json'}"])
+                     f"--json {work / 'bench_train.json'}",
+        "--command", f"generation-batched={py} bench/bench_generation.py --n 6 --batch-size 3 --max-new 4 "
+                     f"--hidden 64 --layers 1 --json {work / 'generation.json'}"])
     checks = gc.default_checks(a)
-    checks[3].needs = "no_such_module_for_gpu_check"  # deterministic, whether or not vLLM is installed
+    checks[4].needs = "no_such_module_for_gpu_check"  # deterministic, whether or not vLLM is installed
     work.mkdir()
     assert gc.run(checks, out) == 1
     by = {c["name"]: c for c in json.loads(out.read_text())["checks"]}
@@ -138,6 +143,11 @@ def test_the_tools_real_json_reads_as_predicted_vs_measured(tiny_bases, tmp_path
     train = by["bench-train-llava7b"]
     assert train["status"] == "ok", train.get("output_tail")
     assert train["measured"]["none"]["tokens_per_s"] > 0 and train["raw"]["preset"] == "smoke"
+    assert train["measured"]["none"]["gradient_checkpointing"] is True  # the step it claims to measure
+    gen = by["generation-batched"]
+    assert gen["status"] == "ok", gen.get("output_tail")
+    assert gen["measured"]["device"].startswith("CPU") and gen["measured"]["batched_items_per_s"] > 0
+    assert gen["comparison"]["identical_outputs"] is True and gen["comparison"]["speedup"] > 0
     assert by["eval-vllm"]["status"] == "skipped"
     assert by["eval-vllm"]["reason"] == "no_such_module_for_gpu_check not installed"
 

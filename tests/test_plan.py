@@ -3,6 +3,7 @@ depth / batch / decode extrapolation against measured larger models. Tiny models
 architectures (the session's composed tiny Llava bases), real 4-bit layers, real PEFT LoRA."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -542,3 +543,56 @@ def test_the_depth_fit_scales_chunked_logits_up_to_one_chunk(shape):
     pred = fit.predict(2, token_scale=4)
     assert pred.breakdown[T.LOGITS] == pytest.approx(logits_peak(big), rel=0.01)
     assert pred.total == pytest.approx(big.peak, rel=0.03)
+
+
+def test_the_full_size_measure_keeps_no_random_weights_alive_through_its_step(tiny_bases, monkeypatch):
+    """CUDA's max_memory_allocated counts every live tensor, the tracker only the step's: the random
+    weights a plan keeps for its next depth (~0.95 GiB at the 7B) made `--measure` read 13 % over
+    the planner on an H200. The depths may keep them; the full-size measure must not."""
+    from types import SimpleNamespace
+    import weakref
+
+    from lora_vl.plan import cli as plan_cli
+
+    refs, alive = [], []
+    real_build, real_step = plan_step.build_llava, plan_step.train_step
+
+    def build(config, quantization, device, cache):
+        model = real_build(config, quantization, device, cache)
+        refs[:] = [weakref.ref(t) for t in cache.values()]
+        return model
+
+    def step(*args, **kwargs):
+        alive.append(sum(r() is not None for r in refs))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(plan_step, "build_llava", build)
+    monkeypatch.setattr(plan_step, "train_step", step)
+    shape, w = base_shape(str(tiny_bases[("llama", "clip")])), workload()
+    shared = {}
+    measure(shape, w, 1, 1, CPU, shared)  # a plan's depth: kept for the next build
+    args = SimpleNamespace(measure_device="cpu")
+    plan_cli.measure_full(shape, dataclasses.replace(w, micro_batch=1), args, SimpleNamespace(allocator=0))
+    assert len(refs) > 0 and alive == [len(shared), 0]
+
+
+def test_a_measured_step_leaves_nothing_of_its_model_alive(tiny_bases, monkeypatch):
+    """Each depth of a plan is measured in the same process, then the full size: whatever one run
+    keeps alive sits on the GPU under the next one's max_memory_allocated (the tracker's
+    finalizers kept the trained weights and the optimizer of every earlier depth)."""
+    import gc
+    import weakref
+
+    refs = []
+    real_prepare = plan_step.prepare
+
+    def prepare(*args):
+        prepared = real_prepare(*args)  # the trained LoRA and projector copy exist from here on
+        refs.extend(weakref.ref(p) for p in prepared.model.parameters())
+        return prepared
+
+    monkeypatch.setattr(plan_step, "prepare", prepare)
+    shape = base_shape(str(tiny_bases[("llama", "clip")]))
+    measure(shape, workload(optimizer="paged_adamw_8bit"), 1, 1, CPU, {})
+    gc.collect()
+    assert refs and [r for r in refs if r() is not None] == []

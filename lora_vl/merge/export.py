@@ -18,7 +18,7 @@ import torch
 from lora_vl.artifacts import atomic_dir
 from lora_vl.handoff import check_output, make_manifest, write_manifest
 from lora_vl.merge.io import AdapterFile, MergeError, adapter_config, read_adapter, write_adapter
-from lora_vl.models.load import DTYPES, skips_quantization
+from lora_vl.models.load import DTYPES, NO_HUB_KERNELS, skips_quantization
 
 # Files beside a local base checkpoint that a standard checkpoint needs (tokenizer, processor).
 _ASSET_SUFFIXES = (".model", ".txt", ".jinja")
@@ -31,7 +31,7 @@ def load_base(base: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
     config = AutoConfig.from_pretrained(base)
     cls = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
-    return cls.from_pretrained(base, dtype=torch.float32).eval()
+    return cls.from_pretrained(base, dtype=torch.float32, **NO_HUB_KERNELS).eval()
 
 
 def nf4_roundtrip(weight: torch.Tensor, quant_dtype: torch.dtype = torch.bfloat16, blocksize: int = 64,

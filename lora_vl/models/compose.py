@@ -28,7 +28,7 @@ from lora_vl.artifacts import atomic_dir
 from lora_vl.models.templates import resolve_template
 from lora_vl.errors import InputError
 from lora_vl.handoff import write_manifest
-from lora_vl.models.load import model_config
+from lora_vl.models.load import NO_HUB_KERNELS, model_config
 
 IMAGE_TOKEN = "<image>"
 VISION_CLASSES = {"clip": CLIPVisionModel, "clip_vision_model": CLIPVisionModel,
@@ -79,7 +79,7 @@ def load_vision_tower(vision: str, revision: str | None, dtype) -> torch.nn.Modu
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return cls.from_pretrained(vision, revision=revision, dtype=dtype, use_safetensors=True)
+        return cls.from_pretrained(vision, revision=revision, dtype=dtype, use_safetensors=True, **NO_HUB_KERNELS)
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -103,7 +103,7 @@ def compose(spec: ComposeSpec) -> tuple[LlavaForConditionalGeneration, LlavaProc
     tokenizer = AutoTokenizer.from_pretrained(spec.lm, revision=spec.lm_revision)
     tokenizer.chat_template = resolve_template(spec.chat_template, tokenizer)
     lm = AutoModelForCausalLM.from_pretrained(spec.lm, revision=spec.lm_revision, dtype=dtype,
-                                              use_safetensors=True)
+                                              use_safetensors=True, **NO_HUB_KERNELS)
     image_token_id = add_image_token(tokenizer, lm)
     vision = load_vision_tower(spec.vision, spec.vision_revision, dtype)
     family = vision_family(vision.config)

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lora_vl.artifacts import atomic_dir, atomic_write_bytes, package_versions
 from lora_vl.errors import InputError
 from lora_vl.handoff import write_manifest
+from lora_vl.models.load import NO_HUB_KERNELS
 from lora_vl.models.templates import TEMPLATES
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -91,7 +92,7 @@ def convert(gguf: Path, out: Path, provenance: dict, dtype: str = "bfloat16",
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     if chat_template != "auto":
         tokenizer.chat_template = TEMPLATES[chat_template]
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **NO_HUB_KERNELS)
     # a GGUF-loaded model is flagged as quantized and cannot be saved: same weights, plain model
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     config.dtype = dtype

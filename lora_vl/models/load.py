@@ -65,6 +65,11 @@ def model_config(name: str, revision: str | None = None, role: str = "model"):
                          f"missing): {type(e).__name__}") from e
 
 
+# transformers >= 5.2x defaults `use_kernels` to True: from_pretrained on a GPU then fetches layer
+# kernels from the hub (`kernels-community/...`), i.e. remote code, and fails offline or on an
+# untrusted repo (seen on an H200 with transformers 5.25 + kernels 0.19). The kit loads no remote
+# code unless a recipe says so, so every from_pretrained of a model passes this.
+NO_HUB_KERNELS = {"use_kernels": False}
 def set_cpu_4bit_repacking(model, enabled: bool) -> int:
     """Allow or forbid bitsandbytes' in-place CPU repacking of 4-bit weights; returns how many
     `Linear4bit` layers were set.
@@ -96,7 +101,7 @@ def load_pretrained(cls, name: str, quantization: str, revision: str | None, dev
     device = torch.device(device) if device is not None else default_device()
     dtype = compute_dtype(device)
     kwargs = dict(revision=revision, dtype=dtype, use_safetensors=True,
-                  attn_implementation=attn_implementation(device))
+                  attn_implementation=attn_implementation(device), **NO_HUB_KERNELS)
     if quantization == "4bit":
         kwargs.update(quantization_config=bnb_config(dtype), device_map={"": device})
     model = cls.from_pretrained(str(name), **kwargs)

@@ -17,7 +17,7 @@ from transformers import LlavaForConditionalGeneration
 from transformers.utils import logging as hf_logging
 
 from lora_vl.evaluation.model_io import prepare_eval
-from lora_vl.models.load import attn_implementation, bnb_config, set_cpu_4bit_repacking
+from lora_vl.models.load import NO_HUB_KERNELS, attn_implementation, bnb_config, set_cpu_4bit_repacking
 from lora_vl.models.lora import UnsavedAdapter
 from lora_vl.train import prepare as S
 
@@ -48,7 +48,8 @@ def build_llava(config, quantization: str, device: torch.device, cache: dict):
     with torch.device("meta"):
         meta_model = LlavaForConditionalGeneration(config)
     state = random_state(meta_model, cache, device)
-    kwargs = dict(dtype=DTYPE, attn_implementation=attn_implementation(device), device_map={"": device})
+    kwargs = dict(dtype=DTYPE, attn_implementation=attn_implementation(device), device_map={"": device},
+                  **NO_HUB_KERNELS)
     if quantization == "4bit":
         kwargs["quantization_config"] = bnb_config(DTYPE)
     verbosity = hf_logging.get_verbosity()

@@ -182,7 +182,7 @@ def measure_full(shape, w, args, pred: Prediction) -> dict:
     """The real step at full depth and the recipe's micro-batch, on the GPU (or where asked)."""
     name = args.measure_device or "cuda"
     with quiet_warnings():
-        run = measure(shape, w, shape.layers, w.micro_batch, torch.device(name), {})
+        run = measure(shape, w, shape.layers, w.micro_batch, torch.device(name))  # no cache alive: see `measure`
     tracked = max(p.bytes - p.breakdown.get(OPTIM_PAGED, 0) for p in run.phases.values())
     out = {"device": name, "tracked_allocator_bytes": tracked, "seconds": round(run.seconds, 1), **run.stats}
     if name.startswith("cuda"):

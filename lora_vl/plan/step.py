@@ -153,10 +153,16 @@ def _llava(model):
 
 
 def measure(shape: ModelShape, w: Workload, layers: int, micro_batch: int, device: torch.device,
-            cache: dict) -> Measured:
-    """Build `shape` at `layers` decoder layers, run `w` at `micro_batch`, return the peaks."""
+            cache: dict | None = None) -> Measured:
+    """Build `shape` at `layers` decoder layers, run `w` at `micro_batch`, return the peaks.
+
+    `cache` (one plan's depths share it) keeps the random weights for the next build, alive
+    through this step; the tracker does not count them, but CUDA's max_memory_allocated would
+    (~1 GiB at the 7B). Without one, nothing of the build outlives it: the full-size `--measure`."""
     t0 = time.time()
-    prepared = prepare(build_llava(shape.llava_config(layers), w.quantization, device, cache), w)
+    model = build_llava(shape.llava_config(layers), w.quantization, device, {} if cache is None else cache)
+    prepared = prepare(model, w)
+    del model
     rows = 2 * micro_batch if w.kind == "dpo" else micro_batch
     run = generate if w.kind == "eval" else train_step
     phases, params, stats = run(prepared, shape, w, rows, device)

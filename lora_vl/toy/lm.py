@@ -20,6 +20,7 @@ from lora_vl.data.batching import collate
 from lora_vl.data.config import DataConfig, DataSource
 from lora_vl.data.dataset import TrainSet
 from lora_vl.data.encode import Encoded
+from lora_vl.models.load import NO_HUB_KERNELS
 from lora_vl.models.tiny import build_lm, build_tokenizer
 from lora_vl.toy.scale import Scale
 from lora_vl.train.config import OptimConfig
@@ -74,7 +75,7 @@ def build_tokenizer_and_lm(out: Path, texts: list[str], scale: Scale, seed: int)
 
 def _load(path: Path):
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, dtype=torch.float32, **NO_HUB_KERNELS)
     return tok, model
 
 
