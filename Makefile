@@ -103,7 +103,7 @@ test-quick: $(STAMP)  ## the quick loop: every test not marked slow
 bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py
 
-gpu-check: $(STAMP)  ## on a GPU machine: the planner's 7B predictions vs measured, bench_train llava7b, batched generation, vLLM eval; one JSON (< 10 min)
+gpu-check: $(STAMP)  ## on a GPU machine: the planner's 7B predictions vs measured, bench_train llava7b, batched generation, vLLM eval; one JSON (≤ 9 min)
 	$(BIN)/python bench/gpu_check.py
 
 clean:

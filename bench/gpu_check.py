@@ -51,11 +51,11 @@ from lora_vl.artifacts import atomic_write_json  # noqa: E402  (atomic_write_tex
 GIB = 2 ** 30
 RECIPE = "recipes/paper/adapt_llama2_chat_7b.yaml"
 NO_CUDA = "gpu-check needs a CUDA GPU and none is available here (--dry-run lists the checks without one)"
-# Budgets in seconds, 580 in all (under 10 min) so the whole run ends inside a device machine's 10-minute
-# command. ESTIMATES, not measured: a plan's three CPU planning runs took 68-126 s each on 2 busy
-# cores (docs/benchmarks.md, "Memory planner"); a device machine has 16 cores, then the full-size
-# step runs on the GPU. bench_train builds, saves and twice loads a random 7B (13.5 GB in bf16).
-BUDGETS = {"plan": 170, "train": 140, "generation": 40, "eval": 60}
+# Budgets in seconds, 540 in all (9 min) so the whole run ends inside a device machine's 10-minute
+# command. Measured on an H200 (2026-12-04, docs/benchmarks.md "GPU validation"): each plan 37-39 s,
+# bench_train 94 s (it builds, saves and twice loads a random 7B, 13.5 GB in bf16), generation 40 s;
+# the eval check has not run yet (no vLLM there).
+BUDGETS = {"plan": 120, "train": 180, "generation": 60, "eval": 60}
 TAIL = 4000  # characters of a check's output kept in the JSON
 
 

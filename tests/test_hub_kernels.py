@@ -1,8 +1,8 @@
 """No model the kit loads asks the hub for layer kernels.
 
-transformers >= 5.2x defaults `from_pretrained(use_kernels=...)` to True; on a GPU that fetches
-kernels (remote code) from the hub at load time, which fails offline or on an unverified repo
-(seen on a lent H200: every 4-bit load failed). Each loading path of the kit is run here for real,
+transformers 5.25 defaults `from_pretrained(use_kernels=...)` to True; on a GPU it then resolves
+layer kernels (code) on the hub at load time (on a lent H200 without network every 4-bit load
+failed there). Each loading path of the kit is run here for real,
 with transformers' own `set_use_kernels` observed (and still called), and must say False."""
 from __future__ import annotations
 

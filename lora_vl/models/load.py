@@ -65,10 +65,10 @@ def model_config(name: str, revision: str | None = None, role: str = "model"):
                          f"missing): {type(e).__name__}") from e
 
 
-# transformers >= 5.2x defaults `use_kernels` to True: from_pretrained on a GPU then fetches layer
-# kernels from the hub (`kernels-community/...`), i.e. remote code, and fails offline or on an
-# untrusted repo (seen on an H200 with transformers 5.25 + kernels 0.19). The kit loads no remote
-# code unless a recipe says so, so every from_pretrained of a model passes this.
+# transformers 5.25 defaults `use_kernels` to True: from_pretrained on a GPU then resolves layer
+# kernels (code) on the hub, `kernels-community/...`; without network every 4-bit load failed there
+# (an H200, kernels 0.19). The kit loads no remote code unless a recipe says so, so every
+# from_pretrained of a model passes this.
 NO_HUB_KERNELS = {"use_kernels": False}
 def set_cpu_4bit_repacking(model, enabled: bool) -> int:
     """Allow or forbid bitsandbytes' in-place CPU repacking of 4-bit weights; returns how many
