@@ -72,13 +72,28 @@ def cell(fits: dict, length: int, wanted: int, what: str) -> str:
     return f"yes (≤ {best})" if best >= wanted else f"{what} ≤ {best}"
 
 
+# What plans saved before a memory key existed computed with (their JSON lacks the key).
+EARLIER = {"frozen_dtype": "float32", "trained_dtype": "float32", "loss_chunk_tokens": 0, "offload_checkpoints": False}
+
+
 def memory_options(w: dict) -> str:
-    """The plan's memory options that are not the defaults, briefly (issue 17's lean options)."""
-    parts = [f"{k.split('_')[0]} {w[k]}" for k in ("frozen_dtype", "trained_dtype") if w.get(k, "float32") != "float32"]
-    if w.get("loss_chunk_tokens"):
-        parts.append(f"loss chunk {w['loss_chunk_tokens']}")
-    if w.get("offload_checkpoints"):
-        parts.append("offload")
+    """The plan's memory options that differ from today's defaults (train/config.py), briefly
+    (training stages only: evaluation has none)."""
+    from lora_vl.train.config import ModelConfig
+
+    if w.get("kind") == "eval":
+        return ""
+    parts = []
+    for key, earlier in EARLIER.items():
+        value = w.get(key, earlier)
+        if value == getattr(ModelConfig, key):
+            continue
+        if key == "loss_chunk_tokens":
+            parts.append(f"loss chunk {value}" if value else "full-logits loss")
+        elif key == "offload_checkpoints":
+            parts.append("offload" if value else "no offload")
+        else:
+            parts.append(f"{key.split('_')[0]} {value}")
     return f" + {', '.join(parts)}" if parts else ""
 
 

@@ -135,9 +135,9 @@ def test_chunked_dpo_equals_the_full_dpo_loss_and_its_gradients(safety_world, tm
     perturb(st.model, "lora_B.default")
     batch = data.collate([data[i] for i in range(3)])
     batch["pixel_values"] = batch["pixel_values"].to(st.pixel_dtype)
-    assert isinstance(st.loss_fn, DpoLoss) and st.loss_fn.chunk == 0
+    assert isinstance(st.loss_fn, DpoLoss) and st.loss_fn.chunk == 1024  # the recipe default
     st.model.train()
-    full = loss_and_grads(st.model, st.loss_fn, batch, 5)
+    full = loss_and_grads(st.model, dataclasses.replace(st.loss_fn, chunk=0), batch, 5)
     assert any(g.abs().sum() > 0 for g in full[1].values())
     for chunk in (3, 64):
         assert_same(full, loss_and_grads(st.model, dataclasses.replace(st.loss_fn, chunk=chunk), batch, 5))
@@ -160,21 +160,24 @@ def test_the_recipe_key_reaches_every_stage_loss(safety_world, tmp_path):
         labelled_token_logps(None, {}, 0)
 
 
-def test_runs_made_before_the_keys_keep_their_fingerprint():
-    """At their defaults (today's computation) the memory keys added later (this one,
-    `frozen_dtype`, `trained_dtype`, `offload_checkpoints`) are not in a stage's fingerprint, so a
-    finished or checkpointed run is still recognised; any other value is a different run."""
+def test_runs_made_before_the_keys_keep_their_fingerprint_and_todays_defaults_are_a_different_run():
+    """At the values that compute what runs made before them computed (0 / float32 / float32 / false),
+    the memory keys added later (this one, `frozen_dtype`, `trained_dtype`, `offload_checkpoints`) are
+    not in a stage's fingerprint, so such a finished or checkpointed run is still recognised; any other
+    value is a different run, today's defaults of `loss_chunk_tokens` and `frozen_dtype` included."""
     import dataclasses as dc
 
     from lora_vl.artifacts import fingerprint_obj
     from lora_vl.train.config import ModelConfig
     from lora_vl.train.stage import stage_fingerprint
 
-    model = ModelConfig(base="b")
-    # keys the ModelConfig of earlier runs lacked
+    earlier = {"loss_chunk_tokens": 0, "frozen_dtype": "float32", "trained_dtype": "float32",
+               "offload_checkpoints": False}  # what runs made before the keys computed
+    model = ModelConfig(base="b", **earlier)
+    before = {k: v for k, v in dc.asdict(model).items() if k not in earlier}  # the ModelConfig of earlier runs
+    assert stage_fingerprint(model, "x") == fingerprint_obj([before, "x"])
     later = {"loss_chunk_tokens": 1024, "frozen_dtype": "compute", "trained_dtype": "compute",
              "offload_checkpoints": True}
-    before = {k: v for k, v in dc.asdict(model).items() if k not in later}
-    assert stage_fingerprint(model, "x") == fingerprint_obj([before, "x"])
     for key, other in later.items():
         assert stage_fingerprint(dc.replace(model, **{key: other}), "x") != stage_fingerprint(model, "x"), key
+    assert stage_fingerprint(ModelConfig(base="b"), "x") != stage_fingerprint(model, "x")

@@ -22,8 +22,9 @@ LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
 def workload(kind: str, offload_checkpoints: bool, micro_batch: int = 2, length: int = 96) -> Workload:
     optim = OptimConfig(micro_batch_size=micro_batch, global_batch_size=2 * micro_batch)
     frozen = [LORA] if kind in ("sft", "dpo") else []
+    # frozen weights and the residual stream in fp32 (the byte counts below), whatever the default
     return Workload(kind, "4bit", True, LORA, frozen, optim, micro_batch, length,
-                    offload_checkpoints=offload_checkpoints)
+                    offload_checkpoints=offload_checkpoints, frozen_dtype="float32")
 
 
 @pytest.mark.parametrize("layers", [2, 4])

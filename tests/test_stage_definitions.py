@@ -140,3 +140,18 @@ def test_a_tensor_the_stage_keeps_alive_is_in_the_plan_to_the_byte(safety_world,
     assert kept  # the planner ran the stage's loss
     # the step's two micro-batches each keep one: both are alive at the optimizer step
     assert rounded(extra) == extra and after - before == 2 * extra
+
+
+def test_the_stage_policy_and_the_plans_workload_default_as_the_recipe_does():
+    """The memory keys' defaults live in `ModelConfig` alone: a stage policy or a planner workload built
+    without them takes the recipe's defaults (since 2026-12-04 frozen weights in the compute dtype and
+    the loss in 1024-token chunks), so a default changes once for training and planning alike."""
+    from lora_vl.plan.build import Workload
+    from lora_vl.train.config import ModelConfig
+
+    m = ModelConfig(base="b")
+    assert (m.frozen_dtype, m.loss_chunk_tokens, m.trained_dtype, m.offload_checkpoints) == \
+        ("compute", 1024, "float32", False)
+    assert S.BasePolicy(True, True) == S.BasePolicy.of(m)
+    w = Workload("stage2", "4bit", True, None, [], None, 1, 8)
+    assert w.policy == S.BasePolicy.of(m)

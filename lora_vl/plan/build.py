@@ -20,6 +20,7 @@ from lora_vl.evaluation.model_io import prepare_eval
 from lora_vl.models.load import NO_HUB_KERNELS, attn_implementation, bnb_config, set_cpu_4bit_repacking
 from lora_vl.models.lora import UnsavedAdapter
 from lora_vl.train import prepare as S
+from lora_vl.train.config import ModelConfig
 
 DTYPE = torch.bfloat16  # the compute dtype on a GPU (`compute_dtype` on bf16-capable cards)
 
@@ -79,10 +80,11 @@ class Workload:
     new_tokens: int = 0  # eval: tokens generated per prompt
     beta: float = 0.1  # DPO
     dpo_loss: str = "sigmoid"
-    loss_chunk_tokens: int = 0  # the recipe's model.loss_chunk_tokens (0: full logits)
-    frozen_dtype: str = "float32"  # the recipe's model.frozen_dtype
-    trained_dtype: str = "float32"  # the recipe's model.trained_dtype
-    offload_checkpoints: bool = False  # the recipe's model.offload_checkpoints
+    # the recipe's model keys, defaulting as the recipe does (train/config.py)
+    loss_chunk_tokens: int = ModelConfig.loss_chunk_tokens  # 0: full logits
+    frozen_dtype: str = ModelConfig.frozen_dtype
+    trained_dtype: str = ModelConfig.trained_dtype
+    offload_checkpoints: bool = ModelConfig.offload_checkpoints
 
     @property
     def policy(self) -> S.BasePolicy:

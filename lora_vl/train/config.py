@@ -9,6 +9,12 @@ from lora_vl.models.templates import TEMPLATES
 from lora_vl.recipe import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, RecipeError, field
 
 
+# Runs made before 2026-12-04 computed at the old defaults of two model keys (train/stage.py keeps them
+# out of those runs' fingerprints); said where a run is not recognised as the recipe's.
+DEFAULTS_CHANGED = ("model.frozen_dtype and model.loss_chunk_tokens default to compute and 1024 since 2026-12-04; "
+                    "a run made before computed with float32 and 0: set those two keys to reuse or resume it")
+
+
 @dataclass
 class ModelConfig:
     lm: str | None = field(None, help="causal LM hub id or local path (composed with `vision`)")
@@ -27,17 +33,17 @@ class ModelConfig:
     quantization: Literal["4bit", "none"] = field("4bit", help="4bit = QLoRA (NF4, double quant); none = 16-bit LoRA")
     gradient_checkpointing: bool = field(True, help="recompute activations in backward to save memory")
     loss_chunk_tokens: int = field(
-        0, help="compute the loss (token loss and DPO) on the labelled tokens only, this many at a time "
+        1024, help="compute the loss (token loss and DPO) on the labelled tokens only, this many at a time "
         "(lm_head + cross-entropy per chunk, recomputed in backward), so no full-vocabulary logits tensor "
-        "exists; e.g. 1024. 0 = off: the model's own loss over the full logits (default until measured on a GPU)",
+        "exists (default 1024: a Llama-2 chunk holds 375 MiB of logits whatever the micro-batch). 0 = off: the "
+        "model's own loss over the full logits. Parity: docs/benchmarks.md, \"The toy study under a GPU's numerics\"",
         range=NON_NEGATIVE)
     frozen_dtype: Literal["float32", "compute"] = field(
-        "float32", help="dtype of the frozen weights that are not 4-bit (vision tower, embeddings, norms, "
-        "lm_head, a frozen projector copy, a safety stage's frozen VL adapter) under 4-bit training: float32 = "
-        "PEFT's k-bit preparation (default until parity is measured on a GPU); compute = kept in the compute "
-        "dtype (bf16 on a GPU): half their bytes, and the LM's residual stream and checkpoints in bf16 too. "
-        "What trains stays fp32 either way; "
-        "on a CPU the compute dtype is fp32, so the two are the same")
+        "compute", help="dtype of the frozen weights that are not 4-bit (vision tower, embeddings, norms, "
+        "lm_head, a frozen projector copy, a safety stage's frozen VL adapter) under 4-bit training: compute "
+        "(default) = kept in the compute dtype (bf16 on a GPU): half their bytes, and the LM's residual stream "
+        "and checkpoints in bf16 too; float32 = PEFT's k-bit preparation (the default before 2026-12-04). "
+        "What trains stays fp32 either way; on a CPU the compute dtype is fp32, so the two are the same")
     trained_dtype: Literal["float32", "compute"] = field(
         "float32", help="dtype of what trains (LoRA factors, a trained projector) and so of its gradients and "
         "Adam states: float32 = fp32 master weights (default: in bf16 an update smaller than 2^-8 of its weight "

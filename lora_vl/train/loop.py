@@ -48,7 +48,7 @@ from lora_vl.data.feed import micro_batches
 from lora_vl.data.encode import IGNORE
 from lora_vl import distributed as dist
 from lora_vl.train.chunked import labelled_token_logps
-from lora_vl.train.config import OptimConfig
+from lora_vl.train.config import DEFAULTS_CHANGED, OptimConfig
 
 
 @dataclass
@@ -143,7 +143,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, fingerprint: str) -
     state = json.loads((path / "state.json").read_text())
     if state["fingerprint"] != fingerprint:
         raise InputError(f"{path}: checkpoint was made by a different recipe; use a new output_dir "
-                         "or delete the checkpoints to start over")
+                         f"or delete the checkpoints to start over ({DEFAULTS_CHANGED})")
     weights = load_file(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     missing = set(weights) ^ {n for n, p in params.items() if p.requires_grad}

@@ -21,6 +21,7 @@ import torch
 
 from lora_vl.handoff import lora_config
 from lora_vl.models import lora as L
+from lora_vl.train.config import ModelConfig
 from lora_vl.train.dpo import DpoLoss
 from lora_vl.train.loop import TokenLoss
 from lora_vl.train.stage import pixel_dtype
@@ -54,10 +55,10 @@ class BasePolicy:
     `trained_dtype`: see `L.trained_dtype`; `offload`: `model.offload_checkpoints` (see `L.prepare_base`)."""
     quantized: bool
     checkpointing: bool
-    loss_chunk: int = 0
-    frozen_dtype: str = "float32"
-    trained_dtype: str = "float32"
-    offload: bool = False
+    loss_chunk: int = ModelConfig.loss_chunk_tokens  # the recipe's defaults: one definition (train/config.py)
+    frozen_dtype: str = ModelConfig.frozen_dtype
+    trained_dtype: str = ModelConfig.trained_dtype
+    offload: bool = ModelConfig.offload_checkpoints
 
     @classmethod
     def of(cls, m) -> BasePolicy:

@@ -14,7 +14,7 @@ from lora_vl.lock import read_lock, verify_data_file, verify_data_folder
 from lora_vl.data.config import DataConfig
 from lora_vl.models.compose import ComposeSpec, compose, save_composed
 from lora_vl.recipe import describe, load_recipe
-from lora_vl.train.config import ModelConfig
+from lora_vl.train.config import DEFAULTS_CHANGED, ModelConfig
 from lora_vl.train.loop import LoopResult
 
 
@@ -94,7 +94,7 @@ def finished(out_dir: Path, fingerprint: str) -> bool:
         return False
     if manifest.get("fingerprint") != fingerprint:
         raise InputError(f"{out_dir}: already holds the result of a different recipe; "
-                              "choose another output_dir or remove it")
+                         f"choose another output_dir or remove it ({DEFAULTS_CHANGED})")
     return True
 
 
@@ -103,8 +103,9 @@ def pixel_dtype(model):
     return next(p for n, p in model.named_parameters() if ".vision_tower." in n).dtype
 
 
-# Keys added after runs existed whose default computes what those runs computed: left out of the
-# fingerprint at that default, so a finished or checkpointed run is still recognised as itself.
+# Keys added after runs existed, at the value that computes what those runs computed: left out of the
+# fingerprint at that value, so a finished or checkpointed run is still recognised as itself. For
+# loss_chunk_tokens and frozen_dtype that is no longer the default (`config.DEFAULTS_CHANGED`).
 # Dropped at any depth (a data source's id_pattern sits in a list inside the stage's data).
 SILENT_DEFAULTS = {"loss_chunk_tokens": 0, "id_pattern": None, "frozen_dtype": "float32", "trained_dtype": "float32",
                    "offload_checkpoints": False}
