@@ -72,20 +72,20 @@ def cell(fits: dict, length: int, wanted: int, what: str) -> str:
     return f"yes (≤ {best})" if best >= wanted else f"{what} ≤ {best}"
 
 
-# What plans saved before a memory key existed computed with (their JSON lacks the key).
-EARLIER = {"frozen_dtype": "float32", "trained_dtype": "float32", "loss_chunk_tokens": 0, "offload_checkpoints": False}
+MEMORY_KEYS = ("frozen_dtype", "trained_dtype", "loss_chunk_tokens", "offload_checkpoints")  # in label order
 
 
 def memory_options(w: dict) -> str:
     """The plan's memory options that differ from today's defaults (train/config.py), briefly
     (training stages only: evaluation has none)."""
     from lora_vl.train.config import ModelConfig
+    from lora_vl.train.stage import SILENT_DEFAULTS  # what runs (and plans) made before a key computed
 
     if w.get("kind") == "eval":
         return ""
     parts = []
-    for key, earlier in EARLIER.items():
-        value = w.get(key, earlier)
+    for key in MEMORY_KEYS:
+        value = w.get(key, SILENT_DEFAULTS[key])
         if value == getattr(ModelConfig, key):
             continue
         if key == "loss_chunk_tokens":
