@@ -2,7 +2,8 @@
 
 Each works on one module at a time (so a 7B merge holds one d_out x d_in block per input) and
 the result is factored back to a target rank by `factor_dense`. PEFT implements these only for
-adapters of equal rank and only on a loaded model, so the definitions are written here:
+adapters of equal rank and only on a loaded model, so the definitions are written here (their
+elementwise work in compiled loops, lora_vl/merge/kernels.py):
 
   trim (magnitude): keep the `density` fraction of entries of largest |τ_i|, zero the rest
   DARE:             keep each entry with probability `density` (seeded), rescale kept by 1/density
@@ -16,94 +17,49 @@ adapters of equal rank and only on a loaded model, so the definitions are writte
 """
 from __future__ import annotations
 
-import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 from lora_vl.merge.algebra import CompressionStats, energy_stats, gram_basis, split_svd
 from lora_vl.merge.io import LoraFactors
-from lora_vl.merge import scratch
 from lora_vl.merge.methods import Setting, merge_method
 from lora_vl.threads import one_thread
 
 
+def _compiled():
+    """The compiled loops (lora_vl/merge/kernels.py), imported when a dense method first runs:
+    numba costs ~0.3 s and ~100 MB of RSS at import, which a sum, a study's training stages or
+    `--help` do not need."""
+    from lora_vl.merge import kernels
+    return kernels
+
+
+def sum_of_squares(M: torch.Tensor) -> float:
+    """||M||²_F accumulated in float64."""
+    return _compiled().sum_of_squares(M)
+
+
 def trim_magnitude(t: torch.Tensor, density: float) -> torch.Tensor:
     """Zero all but the ⌈density·n⌉ entries of largest magnitude (ties at the threshold kept)."""
-    return t if density >= 1.0 else trim_(t.clone(), density)
+    if density >= 1.0:
+        return t
+    work = t.to(torch.float64 if t.dtype == torch.float64 else torch.float32, copy=True).contiguous()
+    return trim_(work, density).to(t.dtype)
 
 
 def trim_(t: torch.Tensor, density: float) -> torch.Tensor:
-    """`trim_magnitude` in place (t contiguous)."""
+    """`trim_magnitude` in place (t contiguous float32/float64)."""
     if density < 1.0:
-        threshold = magnitude_thresholds([t], density)[0]
-        by_blocks_(t, [t], lambda b: weighted_trim(b[0], threshold, 1.0))
+        _compiled().trim_elect_mean_([t], magnitude_thresholds([t], density), [1.0])  # one input: the trim
     return t
 
 
 def magnitude_thresholds(ts: list[torch.Tensor], density: float) -> list[float]:
-    """Each t's k-th largest |t| (k = round(density·n), at least 1), exactly: introselect in place
-    on a |t| buffer, the inputs in parallel threads (numpy.partition is one-threaded and releases
-    the GIL). 0.17 s on 45M float32 entries, torch's kthvalue 1.2 s, topk 5 s, a full sort 7.8 s
-    (docs/bench_merge.md)."""
-    mags = []
-    for i, t in enumerate(ts):
-        src = t.float() if t.dtype == torch.bfloat16 else t
-        mags.append(torch.abs(src, out=scratch.buffer(f"magnitude{i}", src.shape, src.dtype)).reshape(-1).numpy())
-
-    def kth_largest(flat):
-        k = max(1, int(round(density * flat.size)))
-        flat.partition(flat.size - k)
-        return float(flat[flat.size - k])
-
-    if len(mags) == 1:
-        return [kth_largest(mags[0])]
-    with ThreadPoolExecutor(min(len(mags), os.cpu_count() or 1)) as pool:
-        return list(pool.map(kth_largest, mags))
-
-
-def weighted_trim(t: torch.Tensor, threshold: float, weight: float) -> torch.Tensor:
-    """t ← weight·t where |t| >= threshold, else 0, in place (in-place ops: on a block a third
-    faster than torch.where)."""
-    mag = t.abs() if t.dtype != torch.bfloat16 else t.float().abs()
-    return t.mul_(mag.ge_(threshold).mul_(weight))  # t·1·w = t·w and t·0 = 0 exactly
-
-
-# Entries per block of the elementwise passes (1 MiB of float32: a 7B layer's trim + election took
-# 0.51-0.58 s at 2^18, 0.71-0.79 s at 2^17, 0.67-0.77 s at 2^19; docs/bench_merge.md), so
-# that the several passes a method makes over a block hit the cache instead of memory, and their
-# temporaries are small (whole-tensor temporaries of a 7B MLP delta cost more in page faults than
-# in arithmetic: `d * 1.5` 229 ms, the same product into an existing buffer 86 ms). A multiple of
-# every SIMD width, so a block boundary never puts an entry on a different (scalar tail) code path.
-BLOCK = 1 << 18
-
-
-def by_blocks_(out: torch.Tensor, inputs: list[torch.Tensor], fn) -> torch.Tensor:
-    """out[block] = fn([x[block] for x in inputs]) block by block over the flattened (contiguous)
-    tensors; fn may change its blocks in place."""
-    flats = [x.view(-1) for x in inputs]
-    target = out.view(-1)
-    for lo in range(0, target.numel(), BLOCK):
-        result = fn([x[lo:lo + BLOCK] for x in flats])
-        if result.data_ptr() != target[lo:lo + BLOCK].data_ptr():
-            target[lo:lo + BLOCK].copy_(result)
-    return out
-
-
-def disjoint_mean(weighted: list[torch.Tensor]) -> torch.Tensor:
-    """TIES sign election and disjoint mean over already weighted task deltas: per entry, the mean
-    over the inputs whose entry is non-zero and has the sign of the sum. The inputs are read only."""
-    sign = torch.add(weighted[0], weighted[1]) if len(weighted) > 1 else weighted[0].clone()
-    for t in weighted[2:]:
-        sign.add_(t)
-    sign.sign_()
-    acc = count = None
-    for t in weighted:
-        agree = torch.mul(t, sign).gt_(0)  # 1.0 exactly where t ≠ 0 has the elected sign (t·±1 is exact)
-        acc = torch.mul(t, agree) if acc is None else acc.addcmul_(t, agree)
-        count = agree if count is None else count.add_(agree)
-    return acc.div_(count.clamp_(min=1))
+    """Each t's k-th largest |t| (k = round(density·n), at least 1), exactly (a radix select,
+    `kernels.kth_largest_magnitude`: 0.05 s for a pair of 11008 x 4096 float32 deltas, numpy's
+    introselect 0.20 s, torch's kthvalue ~2.3 s; docs/bench_merge.md)."""
+    return [_compiled().kth_largest_magnitude(t, max(1, int(round(density * t.numel())))) for t in ts]
 
 
 def module_generator(seed: int, module: str, index: int) -> torch.Generator:
@@ -127,11 +83,8 @@ DENSITY = Setting(0.5, "fraction of entries kept (0 < density <= 1)",
 @merge_method("ties", dense=True, settings={"density": DENSITY},
               help="trim each delta to `density`, elect signs, disjoint mean (Yadav et al. 2023)")
 def ties(deltas: list[torch.Tensor], weights: list[float], gens=None, *, density: float) -> torch.Tensor:
-    # Thresholds from the whole deltas first; then trim, weigh and elect block by block (one pass
-    # over memory instead of ~15, the same values: every op is elementwise).
     cuts = magnitude_thresholds(deltas, density) if density < 1.0 else [0.0] * len(deltas)
-    return by_blocks_(deltas[0], deltas, lambda blocks: disjoint_mean(
-        [weighted_trim(b, c, w) for b, c, w in zip(blocks, cuts, weights)]))
+    return _compiled().trim_elect_mean_(deltas, cuts, weights)
 
 
 @merge_method("dare", dense=True, settings={"density": DENSITY},
@@ -143,8 +96,8 @@ def dare(deltas, weights, gens: list[torch.Generator], *, density: float) -> tor
 @merge_method("dare_ties", dense=True, settings={"density": DENSITY},
               help="DARE drop/rescale, then TIES sign election + disjoint mean")
 def dare_ties(deltas, weights, gens: list[torch.Generator], *, density: float) -> torch.Tensor:
-    weighted = [dare_drop_(d, density, g).mul_(w) for d, w, g in zip(deltas, weights, gens)]
-    return by_blocks_(weighted[0], weighted, disjoint_mean)
+    return _compiled().trim_elect_mean_([dare_drop_(d, density, g) for d, g in zip(deltas, gens)],
+                                    [0.0] * len(deltas), weights)
 
 
 @merge_method("magnitude", dense=True, settings={"density": DENSITY},
@@ -186,7 +139,8 @@ def della_range(values: dict) -> str | None:
               help="magnitude-ranked random drop with rescale (MAGPRUNE), then TIES sign election + "
                    "disjoint mean (Deep et al. 2024, DELLA-Merging)")
 def della(deltas, weights, gens: list[torch.Generator], *, density: float, epsilon: float) -> torch.Tensor:
-    return disjoint_mean([w * magprune(d, density, epsilon, g) for d, w, g in zip(deltas, weights, gens)])
+    return _compiled().trim_elect_mean_([magprune(d, density, epsilon, g) for d, g in zip(deltas, gens)],
+                                    [0.0] * len(deltas), weights)
 
 
 def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 1, oversample: int = 64,
@@ -217,17 +171,6 @@ def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 1, 
     return split_svd(U, S, Vh, rank, dtype), energy_stats(S, rank, total_sq)
 
 
-def sum_of_squares(M: torch.Tensor) -> float:
-    """||M||²_F accumulated in float64 block by block (`vector_norm(M, dtype=float64)` converts all
-    of M first: 0.16 s on a 7B MLP delta, this 0.03 s)."""
-    total = 0.0
-    flat = M.reshape(-1)
-    for lo in range(0, flat.numel(), BLOCK):
-        block = flat[lo:lo + BLOCK].double()
-        total += float(torch.dot(block, block))
-    return total
-
-
 def sketch_matrix(M: torch.Tensor, columns: int, start: torch.Tensor | None, seed: int) -> torch.Tensor:
     """`start`'s columns, then seeded Gaussian ones up to `columns` (at most min(M.shape))."""
     columns = min(columns, min(M.shape))
@@ -243,7 +186,9 @@ def orthonormal(X: torch.Tensor) -> torch.Tensor:
     """An orthonormal basis of X's columns, by the float64 Gram matrix twice (CholeskyQR2-style:
     the second pass restores the orthogonality the first loses in X's dtype). LAPACK's QR of a
     tall 11008 x 192 block was ~3x slower here, and this runs 3 times per module. Directions of X
-    below 1e-6 of its largest singular value are dropped (`gram_basis`), so Q may be narrower."""
+    below 1e-6 of its largest singular value are dropped (`gram_basis`), so Q may be narrower.
+    (One pass for the power iteration's Q, which only carries a span, saved ~4 s on the 7B but
+    left a rank-3 delta's error at 1.2e-4 instead of < 1e-5: tests/test_merge_dense.py.)"""
     for _ in range(2):
         X = X @ gram_basis(X)[0].to(X.dtype)
     return X

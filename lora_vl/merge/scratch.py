@@ -2,8 +2,8 @@
 
 On CPU a fresh 45M-entry tensor (a 7B MLP delta, 180 MB) costs more in page faults than the
 arithmetic on it: glibc serves it by mmap and unmaps it on free, so each module would fault its
-deltas and |τ| copies in anew. torch has no caching allocator on CPU, so the few large buffers of
-the dense path are kept here, in a pool that `reuse` makes active (a 4-layer 7B-shaped TIES merge: 28.2 s
+deltas in anew. torch has no caching allocator on CPU, so the large buffers of the dense path
+(one delta per input) are kept here, in a pool that `reuse` makes active (a 4-layer 7B-shaped TIES merge: 28.2 s
 with fresh tensors, 20.7 s with the pages kept; docs/bench_merge.md).
 """
 from __future__ import annotations
