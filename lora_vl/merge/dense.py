@@ -96,8 +96,8 @@ def dare(deltas, weights, gens: list[torch.Generator], *, density: float) -> tor
 @merge_method("dare_ties", dense=True, settings={"density": DENSITY},
               help="DARE drop/rescale, then TIES sign election + disjoint mean")
 def dare_ties(deltas, weights, gens: list[torch.Generator], *, density: float) -> torch.Tensor:
-    return _compiled().trim_elect_mean_([dare_drop_(d, density, g) for d, g in zip(deltas, gens)],
-                                    [0.0] * len(deltas), weights)
+    dropped = [dare_drop_(d, density, g) for d, g in zip(deltas, gens)]
+    return _compiled().trim_elect_mean_(dropped, [0.0] * len(deltas), weights)  # cut 0: keep every entry
 
 
 @merge_method("magnitude", dense=True, settings={"density": DENSITY},
@@ -139,8 +139,8 @@ def della_range(values: dict) -> str | None:
               help="magnitude-ranked random drop with rescale (MAGPRUNE), then TIES sign election + "
                    "disjoint mean (Deep et al. 2024, DELLA-Merging)")
 def della(deltas, weights, gens: list[torch.Generator], *, density: float, epsilon: float) -> torch.Tensor:
-    return _compiled().trim_elect_mean_([magprune(d, density, epsilon, g) for d, g in zip(deltas, gens)],
-                                    [0.0] * len(deltas), weights)
+    pruned = [magprune(d, density, epsilon, g) for d, g in zip(deltas, gens)]
+    return _compiled().trim_elect_mean_(pruned, [0.0] * len(deltas), weights)
 
 
 def factor_dense(M: torch.Tensor, rank: int, svd: str = "auto", niter: int = 1, oversample: int = 64,
